@@ -1,0 +1,200 @@
+"""`benchmarks.toml`: named suites of train + attack runs with expected accuracy bounds.
+
+Layout:
+
+    [suite.NAME]                 # keys here are defaults for every run of the suite
+    description = "..."
+    include = ["other-suite"]    # runs of other suites, run first
+    dataset = "digits"
+    attacks = ["fgsm", "pgd"]
+    eps = ["2/255", "8/255"]
+
+    [[suite.NAME.run]]
+    name = "quick-none"          # the checkpoint name in the workspace
+    defense = "none"
+    params = { theta = 0.8 }     # defense parameters
+    expect = { clean = [0.9, 1.0], "pgd@8/255" = [0.0, 0.3] }   # accuracy bounds, fractions
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from robench.attacks import get_attack, parse_eps
+from robench.errors import RobenchError, unknown_name
+
+TRAIN_KEYS = {
+    "dataset": str, "arch": str, "defense": str, "params": dict, "epochs": int, "optimizer": str,
+    "lr": float, "momentum": float, "weight_decay": float, "batch_size": int, "schedule": list,
+    "seed": int, "train_size": int, "init": str,
+}
+ATTACK_KEYS = {"attacks": list, "eps": list, "n": int, "runs": int, "steps": int, "step_size": float, "attack_seed": int}
+RUN_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "name": str, "expect": dict}
+SUITE_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "description": str, "include": list, "run": list, "reference": str}
+
+
+@dataclass
+class Bound:
+    metric: str        # "clean" or "<attack>@<eps text>"
+    attack: str | None
+    eps: float | None
+    low: float
+    high: float
+
+
+@dataclass
+class BenchRun:
+    name: str
+    settings: dict[str, Any]
+    expect: list[Bound] = field(default_factory=list)
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    runs: list[BenchRun]
+
+
+def _check_keys(table: dict[str, Any], allowed: dict[str, type], where: str) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RobenchError(f"{where}: unknown key {key!r}{hint}")
+        kind = allowed[key]
+        ok = isinstance(value, kind) or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        if not ok or (kind is int and isinstance(value, bool)):
+            raise RobenchError(f"{where}: key {key!r} must be a {kind.__name__}, got {value!r}")
+
+
+def _bounds(expect: dict[str, Any], where: str) -> list[Bound]:
+    bounds = []
+    for metric, value in expect.items():
+        at = f"{where}.expect.{metric!r}"
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)):
+            raise RobenchError(f"{at}: must be [low, high] accuracy fractions, got {value!r}")
+        low, high = float(value[0]), float(value[1])
+        if not 0 <= low <= high <= 1:
+            raise RobenchError(f"{at}: bounds must satisfy 0 <= low <= high <= 1, got {value!r}")
+        if metric == "clean":
+            bounds.append(Bound(metric, None, None, low, high))
+            continue
+        if "@" not in metric:
+            raise RobenchError(f"{at}: name a metric as 'clean' or 'ATTACK@EPS', e.g. 'pgd@8/255'")
+        attack, eps_text = metric.split("@", 1)
+        try:
+            get_attack(attack)
+            eps = parse_eps(eps_text)
+        except RobenchError as exc:
+            raise RobenchError(f"{at}: {exc}") from None
+        bounds.append(Bound(metric, attack, eps, low, high))
+    return bounds
+
+
+def load_suites(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        raise RobenchError(f"{path} not found; run from the repository root or pass --file PATH")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RobenchError(f"{path} is not valid TOML: {exc}") from None
+    suites = data.get("suite")
+    extra = sorted(set(data) - {"suite"})
+    if extra:
+        raise RobenchError(f"{path}: unknown top-level key {extra[0]!r}; suites live under [suite.NAME]")
+    if not isinstance(suites, dict) or not suites:
+        raise RobenchError(f"{path}: no [suite.NAME] tables found")
+    for name, table in suites.items():
+        if not isinstance(table, dict):
+            raise RobenchError(f"{path}: suite.{name} must be a table")
+        _check_keys(table, SUITE_KEYS, f"{path}: suite.{name}")
+    return suites
+
+
+def resolve_suite(path: Path, name: str, _seen: tuple[str, ...] = ()) -> Suite:
+    suites = load_suites(path)
+    if name not in suites:
+        raise unknown_name(f"suite in {path}", name, suites)
+    if name in _seen:
+        raise RobenchError(f"{path}: suite.{name} includes itself (through {' -> '.join(_seen)})")
+    table = suites[name]
+    defaults = {k: v for k, v in table.items() if k not in {"description", "include", "run", "reference"}}
+    runs: list[BenchRun] = []
+    for included in table.get("include", []):
+        runs.extend(resolve_suite(path, included, _seen + (name,)).runs)
+    for index, run in enumerate(table.get("run", [])):
+        where = f"{path}: suite.{name}.run[{index}]"
+        if not isinstance(run, dict):
+            raise RobenchError(f"{where} must be a table")
+        _check_keys(run, RUN_KEYS, where)
+        if "name" not in run:
+            raise RobenchError(f"{where}: key 'name' is missing (the checkpoint name)")
+        settings = {**defaults, **{k: v for k, v in run.items() if k not in {"name", "expect"}}}
+        for key in ("attacks", "eps"):
+            if key not in settings:
+                raise RobenchError(f"{where}: key {key!r} is missing (set it on the run or the suite)")
+        try:
+            for attack in settings["attacks"]:
+                get_attack(attack)
+            for eps in settings["eps"]:
+                parse_eps(str(eps))
+        except RobenchError as exc:
+            raise RobenchError(f"{where}: {exc}") from None
+        runs.append(BenchRun(run["name"], settings, _bounds(run.get("expect", {}), where)))
+    if not runs:
+        raise RobenchError(f"{path}: suite.{name} has no runs ([[suite.{name}.run]] tables or include)")
+    return Suite(name, table.get("description", ""), runs)
+
+
+def check_bounds(run: BenchRun, rows: list[dict[str, Any]]) -> list[str]:
+    """Failed bounds of one run, as sentences; empty when everything is within bounds."""
+    failures = []
+    for bound in run.expect:
+        if bound.attack is None:
+            values = [r["clean_acc"] for r in rows]
+        else:
+            values = [r["robust_acc"] for r in rows if r["attack"] == bound.attack and abs(r["eps"] - bound.eps) < 1e-9]
+        if not values:
+            failures.append(f"{run.name}: {bound.metric} was expected but not measured (add it to the run's attacks/eps)")
+            continue
+        value = sum(values) / len(values)
+        if not bound.low <= value <= bound.high:
+            side = "below" if value < bound.low else "above"
+            failures.append(f"{run.name}: {bound.metric} accuracy {value:.3f} is {side} the expected [{bound.low:.3f}, {bound.high:.3f}]")
+    return failures
+
+
+def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, device: str = "auto", console=None, retrain: bool = False):
+    """Train what is missing (a checkpoint with the same config hash is reused), attack every
+    run, and return (all result rows, failed bounds)."""
+    from robench.attacks import parse_suite
+    from robench.evaluate import AttackRun, attack_checkpoint
+    from robench.train import TrainConfig, train
+
+    all_rows, failures = [], []
+    for run in suite.runs:
+        s = run.settings
+        train_args = {k: s[k] for k in TRAIN_KEYS if k in s and k != "params"}
+        config = TrainConfig(**train_args, defense_params=dict(s.get("params", {})))
+        result = train(config, workspace, name=run.name, data_dir=data_dir, download=download, device=device, console=console, overwrite=retrain)
+        if result.skipped and console is not None:
+            console.print(f"reusing checkpoint {run.name!r} (same settings, config hash {result.meta['config_hash']})")
+        plan = AttackRun(
+            suite=parse_suite(",".join(s["attacks"])), eps=[parse_eps(str(e)) for e in s["eps"]],
+            n=s.get("n", 1000), seed=s.get("attack_seed", 0), runs=s.get("runs", 10),
+            steps=s.get("steps"), step_size=s.get("step_size"),
+        )
+        rows = attack_checkpoint(workspace, run.name, plan, data_dir=data_dir, download=download, device=device, console=console)
+        all_rows.extend(rows)
+        failures.extend(check_bounds(run, rows))
+    return all_rows, failures

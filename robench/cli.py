@@ -1,0 +1,328 @@
+"""The `robench` command line: parse, call the library, render. No algorithm lives here."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from robench.errors import RobenchError
+
+app = typer.Typer(
+    name="robench",
+    help="Train defended models, attack them with a standard suite, and compare the results.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Run named suites from benchmarks.toml and check their expected accuracy.", no_args_is_help=True, rich_markup_mode="rich")
+app.add_typer(bench_app, name="bench")
+
+out = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory [env: ROBENCH_WORKSPACE; default ./robench-workspace].", show_default=False)
+DataDirOpt = typer.Option(None, "--data-dir", help="Where datasets live [env: ROBENCH_DATA; default ./data].", show_default=False)
+DownloadOpt = typer.Option(False, "--download", help="Download a missing torchvision dataset (needs internet).")
+DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda or auto.")
+
+
+def user_errors(command: Callable) -> Callable:
+    """Turn RobenchError into one line on stderr and exit code 2, with no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RobenchError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]; completed epochs are saved, re-run the same command to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _workspace(path: Optional[Path]):
+    from robench.workspace import Workspace, default_workspace
+
+    return Workspace(Path(path) if path else default_workspace())
+
+
+def _data_dir(path: Optional[Path]) -> Path:
+    from robench.data import default_data_dir
+
+    return Path(path) if path else default_data_dir()
+
+
+def _defense_options(tokens: list[str]) -> dict[str, Any]:
+    """Options the train command does not know itself are defense parameters (`--theta 0.8`)."""
+    values: dict[str, Any] = {}
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if not token.startswith("--") or len(token) == 2:
+            raise RobenchError(f"unexpected argument {token!r}; defense parameters are options like --theta 0.8")
+        key, has_value, value = token[2:].partition("=")
+        if not has_value:
+            following = tokens[index + 1] if index + 1 < len(tokens) else None
+            if following is not None and not following.startswith("--"):
+                value, index = following, index + 1
+            else:
+                value = "true"
+        values[key.replace("-", "_")] = value
+        index += 1
+    return values
+
+
+def _defense_epilog() -> str:
+    try:
+        from robench.registry import defenses
+
+        lines = []
+        for name, cls in sorted(defenses().items()):
+            opts = ", ".join(f"{p.option} ({p.default})" for p in cls.params)
+            if opts:
+                lines.append(f"[bold]{name}[/]: {opts}")
+        params = "\n\n".join(lines)
+    except RobenchError:
+        params = "see `robench list defenses --verbose`"
+    return (
+        "Defense parameters are passed as options after the defense:\n\n" + params + "\n\n"
+        "[bold]Examples[/]\n\n"
+        "  robench train --defense tensor-dropout --theta 0.8\n\n"
+        "  robench train --dataset mnist --arch lenet --epochs 5 --data-dir ../shared/data\n\n"
+        "  robench train --dataset cifar10 --arch resnet18 --epochs 350 --schedule 150,250 --weight-decay 1e-6 --defense tensor-dropout --theta 0.9 --init cifar10-td1\n\n"
+        "  robench train --dataset npz:my_images.npz --optimizer adam --lr 1e-3"
+    )
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, epilog=_defense_epilog())
+@user_errors
+def train(
+    ctx: typer.Context,
+    defense: str = typer.Option("none", "--defense", "-d", help="Defense name; combine with '+' (see `robench list defenses`)."),
+    dataset: str = typer.Option("digits", "--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn or npz:PATH."),
+    arch: str = typer.Option("small-cnn", "--arch", help="small-cnn, lenet, resnet18, vgg16, vgg19."),
+    epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate [default: 0.1 for sgd, 1e-3 for adam].", show_default=False),
+    batch_size: int = typer.Option(64, "--batch-size", help="Batch size."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9) or adam."),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay", help="Weight decay (the paper's CIFAR-10 recipe uses 1e-6)."),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="Epochs where the lr drops x0.1, e.g. 150,250; 'none' keeps it constant [default: at 150/350 and 250/350 of --epochs, as the paper].", show_default=False),
+    seed: int = typer.Option(0, "--seed", help="Random seed (weights, shuffling, dropout masks)."),
+    train_size: Optional[int] = typer.Option(None, "--train-size", help="Train on a seeded, class-stratified subset of this many examples."),
+    init: Optional[str] = typer.Option(None, "--init", help="Start from this checkpoint's weights (dense ones are Tucker-decomposed for tensor-dropout)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Checkpoint name [default: derived from the settings].", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint of the same name trained with other settings."),
+    compile: bool = typer.Option(False, "--compile", help="Run the model under torch.compile."),
+    workspace: Optional[Path] = WorkspaceOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    download: bool = DownloadOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Train a (defended) model and save it as a checkpoint in the workspace.
+
+    Re-running an interrupted command resumes from the last completed epoch.
+    """
+    from robench.train import TrainConfig, train as run_training
+
+    milestones = None
+    if schedule is not None:
+        try:
+            milestones = [] if schedule.strip().lower() == "none" else [int(p) for p in schedule.split(",") if p.strip()]
+        except ValueError:
+            raise RobenchError(f"--schedule expects comma-separated epochs like 150,250 or 'none', got {schedule!r}") from None
+    config = TrainConfig(
+        dataset=dataset, arch=arch, defense=defense, defense_params=_defense_options(ctx.args), epochs=epochs,
+        optimizer=optimizer, lr=lr, weight_decay=weight_decay, batch_size=batch_size, schedule=milestones,
+        seed=seed, train_size=train_size, init=init,
+    )
+    ws = _workspace(workspace)
+    result = run_training(config, ws, name=name, data_dir=_data_dir(data_dir), download=download, device=device, compile=compile, console=err, overwrite=overwrite)
+    meta = result.meta
+    verb = "already trained" if result.skipped else "trained"
+    std = f" ± {100 * meta['clean_acc_std']:.2f} over {meta['clean_acc_runs']} runs" if meta.get("clean_acc_runs", 1) > 1 else ""
+    out.print(f"{verb} [bold]{result.name}[/]: clean test accuracy {100 * meta['clean_acc']:.2f}%{std}")
+    out.print(f"checkpoint: {ws.checkpoint_dir(result.name)}")
+
+
+@app.command(epilog=(
+    "[bold]Examples[/]\n\n"
+    "  robench attack --checkpoint digits-small-cnn-tensor-dropout-theta0.8-e10-s0 --suite fgsm,pgd --eps 2/255,8/255\n\n"
+    "  robench attack -c td-0.8 --suite fgsm,bim,pgd,aa --eps 2/255,8/255,16/255 --n 1000 --runs 10\n\n"
+    "  robench attack -c base --suite pgd --eps 0.3 --steps 40 --step-size 0.01"
+))
+@user_errors
+def attack(
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Checkpoint name in the workspace."),
+    suite: str = typer.Option("fgsm,pgd", "--suite", help="Comma-separated attacks (see `robench list attacks`)."),
+    eps: str = typer.Option("2/255,8/255", "--eps", help="Comma-separated budgets: fractions like 8/255 or decimals."),
+    n: Optional[int] = typer.Option(1000, "--n", help="Number of test examples (a seeded, class-stratified subset)."),
+    runs: int = typer.Option(10, "--runs", help="Repetitions for a stochastic defense (mean and std are recorded)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Iterations of BIM/PGD [default: floor(min(eps+4, 1.25 eps)), eps in 0..255].", show_default=False),
+    step_size: Optional[str] = typer.Option(None, "--step-size", help="Step of BIM/PGD [default: 1/255].", show_default=False),
+    seed: int = typer.Option(0, "--seed", help="Seed for the example subset and the attacks."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Must match the checkpoint's dataset [default: the checkpoint's].", show_default=False),
+    batch_size: int = typer.Option(256, "--batch-size", help="Examples per attack batch."),
+    workspace: Optional[Path] = WorkspaceOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    download: bool = DownloadOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Attack a checkpoint on its dataset's test split; append one CSV row per (attack, eps)."""
+    from robench.attacks import parse_eps, parse_eps_list, parse_suite
+    from robench.evaluate import AttackRun, attack_checkpoint
+    from robench.report import Filters, load_results, pivot, rich_tables
+
+    plan = AttackRun(
+        suite=parse_suite(suite), eps=parse_eps_list(eps), n=n, seed=seed, runs=runs, steps=steps,
+        step_size=parse_eps(step_size) if step_size else None, batch_size=batch_size,
+    )
+    ws = _workspace(workspace)
+    rows = attack_checkpoint(ws, checkpoint, plan, data_dir=_data_dir(data_dir), download=download, dataset=dataset, device=device, console=err)
+    table = Table(title=f"{checkpoint}: accuracy (%) over {rows[0]['n']} test examples" + (f", mean ± std of {rows[0]['runs']} runs" if rows[0]["runs"] > 1 else ""))
+    for column in ("attack", "eps", "steps", "clean", "robust", "seconds"):
+        table.add_column(column, justify="left" if column == "attack" else "right")
+    for row in rows:
+        spread = (lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}") if row["runs"] > 1 else (lambda m, s: f"{100 * m:.1f}")
+        table.add_row(row["attack"], f"{row['eps'] * 255:g}/255", str(row["steps"] or "-"), spread(row["clean_acc"], row["clean_acc_std"]), spread(row["robust_acc"], row["robust_acc_std"]), f"{row['seconds']:.1f}")
+    out.print(table)
+    out.print(f"results appended to {ws.results_csv}")
+
+
+@app.command(epilog=(
+    "[bold]Examples[/]\n\n"
+    "  robench report\n\n"
+    "  robench report --dataset digits --attack pgd --format markdown --output docs/digits.md\n\n"
+    "  robench report --checkpoint base --checkpoint td-0.8 --format json"
+))
+@user_errors
+def report(
+    format: str = typer.Option("table", "--format", "-f", help="table, csv, markdown or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the screen."),
+    dataset: Optional[list[str]] = typer.Option(None, "--dataset", help="Only this dataset (repeatable)."),
+    checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", "-c", help="Only this checkpoint (repeatable)."),
+    attack: Optional[list[str]] = typer.Option(None, "--attack", help="Only this attack (repeatable)."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Compare checkpoints: rows attack x eps, one column per checkpoint, best value in bold."""
+    from robench.report import FORMATS, Filters, load_results, pivot, render_text, rich_tables, write_output
+
+    if format not in FORMATS:
+        raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    tables = pivot(load_results(_workspace(workspace), Filters(dataset, checkpoint, attack)))
+    if format == "table" and output is None:
+        for table in rich_tables(tables):
+            out.print(table)
+        return
+    text = render_text(tables, "markdown" if format == "table" else format)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_output(text, output)
+        out.print(f"wrote {output}")
+
+
+@app.command("list", epilog=(
+    "[bold]Examples[/]\n\n  robench list\n\n  robench list defenses --verbose\n\n  robench list attacks"
+))
+@user_errors
+def list_(
+    what: str = typer.Argument("all", help="defenses, attacks, datasets, architectures or all."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show each defense's parameters and source paper."),
+) -> None:
+    """List what robench knows: defenses (plugins), attacks, datasets, architectures."""
+    from robench.attacks import ATTACKS
+    from robench.data import DATASETS
+    from robench.errors import unknown_name
+    from robench.models import ARCHITECTURES
+    from robench.registry import defenses
+
+    kinds = ("defenses", "attacks", "datasets", "architectures")
+    if what not in kinds + ("all",):
+        raise unknown_name("list", what, kinds + ("all",))
+    for kind in kinds if what == "all" else (what,):
+        table = Table(title=kind, title_justify="left")
+        table.add_column("name", style="cyan")
+        table.add_column("description")
+        if kind == "defenses":
+            for name, cls in sorted(defenses().items()):
+                text = cls.summary
+                if verbose:
+                    details = [f"  {p.option} (default {p.default}): {p.help}" for p in cls.params]
+                    if cls.paper:
+                        details.append(f"  source: {cls.paper}")
+                    text = "\n".join([text, *details])
+                table.add_row(name, text)
+        elif kind == "attacks":
+            for name, spec in ATTACKS.items():
+                table.add_row(name, f"{spec.summary} [{spec.norm}]")
+        else:
+            for name, summary in (DATASETS if kind == "datasets" else ARCHITECTURES).items():
+                table.add_row(name, summary)
+        out.print(table)
+
+
+@bench_app.command("run", epilog=(
+    "[bold]Examples[/]\n\n  robench bench run quick\n\n  ROBENCH_DATA=../shared/data robench bench run ci\n\n  robench bench run paper-cifar10 --device cuda --data-dir /datasets"
+))
+@user_errors
+def bench_run(
+    name: str = typer.Argument(..., help="Suite name in benchmarks.toml."),
+    file: Path = typer.Option(Path("benchmarks.toml"), "--file", help="The suites file."),
+    retrain: bool = typer.Option(False, "--retrain", help="Retrain checkpoints whose settings changed instead of stopping."),
+    workspace: Optional[Path] = WorkspaceOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    download: bool = DownloadOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Train what is missing, attack, print the table and check the expected bounds (exit 1 on a regression)."""
+    from robench.bench import resolve_suite, run_suite
+    from robench.report import Filters, load_results, pivot, rich_tables
+
+    suite = resolve_suite(file, name)
+    ws = _workspace(workspace)
+    err.print(f"suite [bold]{suite.name}[/]: {suite.description} ({len(suite.runs)} runs)")
+    _, failures = run_suite(suite, ws, data_dir=_data_dir(data_dir), download=download, device=device, console=err, retrain=retrain)
+    names = [run.name for run in suite.runs]
+    for table in rich_tables(pivot(load_results(ws, Filters(checkpoint=names)))):
+        out.print(table)
+    if failures:
+        for failure in failures:
+            out.print(f"[bold red]REGRESSION[/] {failure}")
+        raise typer.Exit(1)
+    checked = sum(len(run.expect) for run in suite.runs)
+    out.print(f"[bold green]ok[/]: {checked} expected bounds hold")
+
+
+@bench_app.command("list")
+@user_errors
+def bench_list(file: Path = typer.Option(Path("benchmarks.toml"), "--file", help="The suites file.")) -> None:
+    """List the suites of benchmarks.toml."""
+    from robench.bench import load_suites, resolve_suite
+
+    table = Table(title=str(file), title_justify="left")
+    table.add_column("suite", style="cyan")
+    table.add_column("runs", justify="right")
+    table.add_column("description")
+    for name in load_suites(file):
+        suite = resolve_suite(file, name)
+        table.add_row(name, str(len(suite.runs)), suite.description)
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The Defense abstraction: four hooks (build, loss, preprocess, stochastic) and declared parameters.
+
+A defense declares its parameters as `Param`s; the CLI turns each into an option
+(`--theta 0.8`, `--factorize-linear true`) and `benchmarks.toml` passes them as a table, so a
+third-party plugin gets validation, help and the command line for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robench.errors import RobenchError, unknown_name
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: type
+    default: Any
+    help: str
+    # Returns an error message (the bit after "--name must be ...") or None when the value is fine.
+    check: Callable[[Any], str | None] | None = None
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def parse(self, raw: Any) -> Any:
+        try:
+            value = _coerce(self.type, raw)
+        except (TypeError, ValueError):
+            raise RobenchError(f"{self.option} expects a {self.type.__name__}, got {raw!r}") from None
+        if self.check is not None:
+            problem = self.check(value)
+            if problem:
+                raise RobenchError(f"{self.option} {problem}, got {value!r}")
+        return value
+
+
+def _coerce(kind: type, raw: Any) -> Any:
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in {"1", "true", "yes", "on"}:
+            return True
+        if text in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(raw)
+    if kind is float and isinstance(raw, str) and "/" in raw:
+        num, den = raw.split("/", 1)
+        return float(num) / float(den)
+    if kind is int and isinstance(raw, float) and not raw.is_integer():
+        raise ValueError(raw)
+    return kind(raw)
+
+
+def in_unit_interval(value: float) -> str | None:
+    """(0, 1]: the range of keep probabilities and rank fractions."""
+    return None if 0.0 < value <= 1.0 else "must be in (0, 1]"
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+class Defense:
+    """Base class of every defense plugin.
+
+    Subclasses set `name`, `summary`, `params` and override the hooks they need. Parameters
+    arrive validated as attributes (`self.theta`). The hooks:
+
+    - `build(model, pretrained)`: returns the model to train and evaluate (may replace layers);
+      `pretrained=True` means the model holds trained weights that the new layers should keep
+      (e.g. by decomposing them) rather than re-initialize.
+    - `loss(model, x, y)`: the training loss (cross-entropy by default).
+    - `preprocess(x)`: applied to inputs at inference, inside the model seen by attacks.
+    - `stochastic`: True when the defended model's output is random at inference time
+      (attacks then report accuracy averaged over runs).
+    - `differentiable`: False when `preprocess` has no useful gradient (white-box needs BPDA).
+    """
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    differentiable: ClassVar[bool] = True
+
+    def __init__(self, **values: Any) -> None:
+        known = {p.name: p for p in self.params}
+        for key in values:
+            if key not in known:
+                options = ", ".join(p.option for p in self.params) or "none"
+                raise RobenchError(f"defense {self.name!r} has no parameter {key!r} (its parameters: {options})")
+        for param in self.params:
+            raw = values.get(param.name, param.default)
+            setattr(self, param.name, param.parse(raw))
+
+    @property
+    def param_values(self) -> dict[str, Any]:
+        return {p.name: getattr(self, p.name) for p in self.params}
+
+    @property
+    def stochastic(self) -> bool:
+        return False
+
+    def build(self, model: nn.Module, pretrained: bool = False) -> nn.Module:
+        return model
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(x), y)
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def owns_loss(self) -> bool:
+        return type(self).loss is not Defense.loss
+
+    def owns_preprocess(self) -> bool:
+        return type(self).preprocess is not Defense.preprocess
+
+
+@dataclass
+class DefenseStack:
+    """Defenses composed with '+': builds chain left to right, preprocessings chain, one loss."""
+
+    parts: list[Defense] = field(default_factory=list)
+
+    @property
+    def spec(self) -> str:
+        return "+".join(p.name for p in self.parts)
+
+    @property
+    def stochastic(self) -> bool:
+        return any(p.stochastic for p in self.parts)
+
+    @property
+    def differentiable(self) -> bool:
+        return all(p.differentiable or not p.owns_preprocess() for p in self.parts)
+
+    @property
+    def param_values(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for part in self.parts:
+            merged.update(part.param_values)
+        return merged
+
+    def build(self, model: nn.Module, pretrained: bool = False) -> nn.Module:
+        for part in self.parts:
+            model = part.build(model, pretrained)
+        preprocessors = [p for p in self.parts if p.owns_preprocess()]
+        if preprocessors:
+            model = Preprocessed(preprocessors, model)
+        return model
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        owners = [p for p in self.parts if p.owns_loss()]
+        return (owners[0] if owners else Defense()).loss(model, x, y)
+
+
+class Preprocessed(nn.Module):
+    """Puts a defense's input transformation inside the model so attacks see the whole pipeline."""
+
+    def __init__(self, defenses: list[Defense], model: nn.Module) -> None:
+        super().__init__()
+        self._defenses = defenses
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for defense in self._defenses:
+            x = defense.preprocess(x)
+        return self.model(x)
+
+
+def make_stack(spec: str, values: dict[str, Any], registry: dict[str, type[Defense]]) -> DefenseStack:
+    names = [n.strip() for n in spec.split("+") if n.strip()]
+    if not names:
+        raise RobenchError("--defense is empty: name one, e.g. --defense tensor-dropout (see `robench list defenses`)")
+    classes = []
+    for name in names:
+        if name not in registry:
+            raise unknown_name("defense", name, registry)
+        classes.append(registry[name])
+    if len(set(names)) != len(names):
+        raise RobenchError(f"defense {spec!r} names a defense twice")
+    owners = [c.name for c in classes if c.loss is not Defense.loss]
+    if len(owners) > 1:
+        raise RobenchError(f"defenses {' and '.join(owners)} both define the training loss; combine at most one of them")
+    accepted = {p.name for c in classes for p in c.params}
+    unknown = sorted(set(values) - accepted)
+    if unknown:
+        options = ", ".join(sorted("--" + a.replace("_", "-") for a in accepted)) or "none"
+        raise RobenchError(f"defense {spec!r} has no parameter {unknown[0]!r} (its parameters: {options})")
+    parts = [c(**{p.name: values[p.name] for p in c.params if p.name in values}) for c in classes]
+    return DefenseStack(parts)

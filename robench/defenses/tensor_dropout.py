@@ -1,0 +1,71 @@
+"""`tensor-dropout`: Defensive Tensorization (Bulat, Kossaifi et al., BMVC 2021, section 3).
+
+Every Conv2d (and, with --factorize-linear, every Linear) layer is replaced by a Tucker-
+factorized layer whose latent core is randomized by Bernoulli tensor dropout with keep
+probability theta on each mode, freshly sampled on every forward pass, in training and at test
+time. See `robench.layers.tucker` for the sampling and the unbiased rescaling.
+
+Readings of the paper, where it is silent:
+- Rank: `rank` is a fraction of each channel mode's size (default 0.5); spatial modes are kept
+  whole (`spatial_rank` 1.0) because a 3x3 kernel has little to compress.
+- Randomized modes: the output- and input-channel modes. Eq. 3 also masks the spatial modes;
+  `--drop-spatial` does that, but on small 3x3 kernels it collapses accuracy (see
+  robench.layers.tucker), and tltorch, which the authors used, by default randomizes only modes of rank > 3.
+- theta is the keep probability ("Bernoulli distribution parametrized by probability theta"):
+  theta = 0.8 drops about 20% of the latent components of each mode.
+- Grouped convolutions (none in the built-in architectures) are left dense.
+- Initialization: random (orthonormal factors, Kaiming-scaled core), or from a trained dense
+  checkpoint by Tucker decomposition (`robench train --init NAME`), as the paper initializes
+  theta < 1 models from a theta = 1 model.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from robench.defenses.base import Defense, Param, in_unit_interval
+from robench.layers.tucker import TuckerConv2d, TuckerLinear, TuckerWeight, ranks_for
+
+
+class TensorDropout(Defense):
+    name = "tensor-dropout"
+    summary = "Tucker-factorized layers with Bernoulli dropout on the latent core, at train and test time."
+    paper = "Defensive Tensorization (Bulat, Kossaifi et al., BMVC 2021), section 3, Tables 1-4"
+    params = (
+        Param("theta", float, 0.9, "keep probability of each latent index per mode (1 = deterministic; paper: 0.95, 0.9, 0.8)", in_unit_interval),
+        Param("rank", float, 0.5, "Tucker rank of the channel modes, as a fraction of their size", in_unit_interval),
+        Param("spatial_rank", float, 1.0, "Tucker rank of the spatial modes, as a fraction of the kernel size", in_unit_interval),
+        Param("drop_spatial", bool, False, "also randomize the spatial modes of conv kernels (eq. 3 taken literally)"),
+        Param("factorize_linear", bool, False, "also factorize fully connected layers"),
+    )
+
+    @property
+    def stochastic(self) -> bool:
+        return self.theta < 1.0
+
+    def build(self, model: nn.Module, pretrained: bool = False) -> nn.Module:
+        """Replace layers in place. `pretrained=True` initializes each factorized layer from the
+        dense layer's trained weight (Tucker/HOOI); otherwise from a fresh random init."""
+        decompose = pretrained
+        for parent in list(model.modules()):
+            for child_name, child in list(parent.named_children()):
+                replacement = self._factorized(child, decompose)
+                if replacement is not None:
+                    setattr(parent, child_name, replacement)
+        return model
+
+    def _factorized(self, layer: nn.Module, decompose: bool) -> nn.Module | None:
+        if isinstance(layer, nn.Conv2d) and layer.groups == 1:
+            ranks = ranks_for(layer.weight.shape, self.rank, self.spatial_rank)
+            return TuckerConv2d(layer, ranks, self.theta, decompose, self.drop_spatial).to(layer.weight.device)
+        if self.factorize_linear and isinstance(layer, nn.Linear):
+            ranks = ranks_for(layer.weight.shape, self.rank)
+            return TuckerLinear(layer, ranks, self.theta, decompose).to(layer.weight.device)
+        return None
+
+
+def set_theta(model: nn.Module, theta: float) -> None:
+    """Change the keep probability of every factorized layer (theta = 1 switches dropout off)."""
+    for module in model.modules():
+        if isinstance(module, TuckerWeight):
+            module.theta = float(theta)

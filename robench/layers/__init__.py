@@ -1,0 +1,1 @@
+"""Factorized layers shared by defenses and (later) `robench decompose`."""

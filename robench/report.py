@@ -1,0 +1,123 @@
+"""Comparison tables from the result CSVs, in the papers' shape.
+
+Rows are attack x eps (eps on the 0..255 scale), one column per checkpoint, clean accuracy on
+top; the best value of each row is bold. When the same (checkpoint, attack, eps, threat model)
+was run more than once, the latest row wins.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.table import Table
+
+from robench.errors import RobenchError
+from robench.workspace import Workspace
+
+FORMATS = ("table", "csv", "markdown", "json")
+KEY = ["checkpoint", "attack", "eps", "threat_model"]
+
+
+@dataclass
+class Filters:
+    dataset: list[str] | None = None
+    checkpoint: list[str] | None = None
+    attack: list[str] | None = None
+
+
+def load_results(workspace: Workspace, filters: Filters | None = None) -> pd.DataFrame:
+    files = sorted(workspace.results.glob("*.csv")) if workspace.results.is_dir() else []
+    if not files:
+        raise RobenchError(f"no results in {workspace.results}; run `robench attack --checkpoint NAME` first")
+    frames = []
+    for path in files:
+        try:
+            frames.append(pd.read_csv(path))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise RobenchError(f"{path} is not a readable results CSV ({str(exc).splitlines()[0]}); move it out of {workspace.results}") from exc
+    df = pd.concat(frames, ignore_index=True)
+    missing = [c for c in KEY + ["dataset", "clean_acc", "robust_acc"] if c not in df.columns]
+    if missing:
+        raise RobenchError(f"results in {workspace.results} lack columns {', '.join(missing)}; move foreign CSVs out of that folder")
+    df = df.sort_values("timestamp", kind="stable").drop_duplicates(KEY, keep="last")
+    filters = filters or Filters()
+    for column in ("dataset", "checkpoint", "attack"):
+        wanted = getattr(filters, column)
+        if wanted:
+            df = df[df[column].isin(wanted)]
+    if df.empty:
+        raise RobenchError("no result rows match the filters; drop --dataset / --checkpoint / --attack to see everything")
+    return df
+
+
+def eps_label(eps: float) -> str:
+    return f"{eps * 255:.2f}".rstrip("0").rstrip(".")
+
+
+def pivot(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One frame per dataset: index (attack, eps), columns checkpoints, values robust accuracy in %."""
+    tables = {}
+    for dataset, part in df.groupby("dataset", sort=True):
+        checkpoints = list(dict.fromkeys(part["checkpoint"]))
+        clean = part.groupby("checkpoint", sort=False)["clean_acc"].mean().reindex(checkpoints) * 100
+        part = part.assign(row=part["attack"] + " " + part["eps"].map(eps_label), order=part["eps"])
+        threat = part["threat_model"].fillna("white-box")
+        part = part.assign(row=part["row"].where(threat == "white-box", part["row"] + " (" + threat + ")"))
+        # Attacks in the order they were run (the suite's order), budgets ascending within each.
+        attack_rank = {name: i for i, name in enumerate(dict.fromkeys(part["attack"]))}
+        part = part.assign(attack_rank=part["attack"].map(attack_rank))
+        order = part.sort_values(["attack_rank", "order"], kind="stable")["row"].drop_duplicates().tolist()
+        body = part.pivot_table(index="row", columns="checkpoint", values="robust_acc", aggfunc="last").reindex(index=order, columns=checkpoints) * 100
+        table = pd.concat([clean.to_frame().T.rename(index={"clean_acc": "clean"}), body])
+        table.index.name = "attack eps"
+        tables[str(dataset)] = table
+    return tables
+
+
+def rich_tables(tables: dict[str, pd.DataFrame]) -> list[Table]:
+    rendered = []
+    for dataset, frame in tables.items():
+        table = Table(title=f"{dataset}: accuracy (%) under attack, eps on the 0..255 scale", title_justify="left")
+        table.add_column("attack eps", style="cyan")
+        for column in frame.columns:
+            table.add_column(str(column), justify="right")
+        for label, values in frame.iterrows():
+            best = values.max()
+            cells = []
+            for value in values:
+                if pd.isna(value):
+                    cells.append("-")
+                else:
+                    text = f"{value:.1f}"
+                    cells.append(f"[bold]{text}[/]" if value == best else text)
+            table.add_row(str(label), *cells, end_section=(label == "clean"))
+        rendered.append(table)
+    return rendered
+
+
+def render_text(tables: dict[str, pd.DataFrame], fmt: str) -> str:
+    if fmt == "csv":
+        return "".join(f"# {name}\n" + frame.round(2).to_csv() for name, frame in tables.items())
+    if fmt == "markdown":
+        parts = []
+        for name, frame in tables.items():
+            shown = frame.round(1).astype(object).where(frame.notna(), "-")
+            for label, values in frame.iterrows():
+                best = values.max()
+                for column, value in values.items():
+                    if pd.notna(value) and value == best:
+                        shown.loc[label, column] = f"**{value:.1f}**"
+            parts.append(f"### {name}\n\n" + shown.to_markdown() + "\n")
+        return "\n".join(parts)
+    if fmt == "json":
+        return json.dumps({name: json.loads(frame.round(2).to_json(orient="index")) for name, frame in tables.items()}, indent=2) + "\n"
+    raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+
+
+def write_output(text: str, output: Path) -> None:
+    from robench.workspace import atomic_write_bytes
+
+    atomic_write_bytes(output, text.encode())
