@@ -27,10 +27,35 @@ def workspace(tmp_path):
     return Workspace(tmp_path / "ws")
 
 
-def run_cli(*args: str):
-    """Run the CLI in-process; returns the click Result (exit_code, stdout, stderr)."""
+@pytest.fixture
+def cli():
+    """Run the CLI in-process; returns the click Result (exit_code, output, stdout, stderr)."""
     from typer.testing import CliRunner
 
     from robench.cli import app
 
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+    def run(*args: str):
+        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def _trained_checkpoints(tmp_path_factory):
+    """Two digits checkpoints trained once per session: `base` (none) and `td` (theta 0.8)."""
+    from robench.train import TrainConfig, train
+    from robench.workspace import Workspace
+
+    ws = Workspace(tmp_path_factory.mktemp("trained"))
+    train(TrainConfig(epochs=4, seed=0), ws, name="base", data_dir=SHARED_DATA)
+    train(TrainConfig(epochs=4, seed=0, defense="tensor-dropout", defense_params={"theta": 0.8}), ws, name="td", data_dir=SHARED_DATA)
+    return ws.checkpoints
+
+
+@pytest.fixture
+def trained(workspace, _trained_checkpoints):
+    """A per-test workspace holding copies of the session's trained checkpoints."""
+    import shutil
+
+    shutil.copytree(_trained_checkpoints, workspace.checkpoints)
+    return workspace

@@ -1,0 +1,124 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from robench.bench import resolve_suite, load_suites
+
+REPO_TOML = Path(__file__).resolve().parents[1] / "benchmarks.toml"
+
+SUITES = """
+[suite.tiny]
+description = "one quick digits run"
+dataset = "digits"
+arch = "small-cnn"
+epochs = 2
+train_size = 600
+attacks = ["fgsm"]
+eps = ["16/255"]
+n = 60
+
+[[suite.tiny.run]]
+name = "tiny-none"
+defense = "none"
+expect = { clean = [0.5, 1.0], "fgsm@16/255" = [0.0, 1.0] }
+
+[suite.strict]
+description = "an expectation no model meets"
+include = ["tiny"]
+dataset = "digits"
+epochs = 2
+train_size = 600
+attacks = ["fgsm"]
+eps = ["16/255"]
+n = 60
+
+[[suite.strict.run]]
+name = "tiny-none"
+defense = "none"
+expect = { clean = [0.999, 1.0] }
+"""
+
+
+def test_repository_suites_are_valid():
+    suites = load_suites(REPO_TOML)
+    assert {"quick", "ci", "paper-cifar10"} <= set(suites)
+    quick = resolve_suite(REPO_TOML, "quick")
+    assert [r.settings["defense"] for r in quick.runs] == ["none", "tensor-dropout"]
+    ci = resolve_suite(REPO_TOML, "ci")
+    assert [r.name for r in ci.runs][:2] == [r.name for r in quick.runs]
+    assert any(r.settings["dataset"] == "mnist" and r.settings["arch"] == "lenet" for r in ci.runs)
+    paper = resolve_suite(REPO_TOML, "paper-cifar10")
+    assert {r.settings.get("params", {}).get("theta") for r in paper.runs} >= {0.95, 0.9, 0.8}
+    assert all(r.settings["epochs"] == 350 and r.settings["arch"] == "resnet18" for r in paper.runs)
+
+
+def test_bench_trains_checks_and_reuses(tmp_path, cli, workspace):
+    toml = tmp_path / "suites.toml"
+    toml.write_text(SUITES)
+    first = cli("bench", "run", "tiny", "--file", toml)
+    assert first.exit_code == 0, first.output
+    assert "ok: 2 expected bounds hold" in first.stdout
+    assert (workspace.checkpoint_dir("tiny-none") / "model.safetensors").is_file()
+    second = cli("bench", "run", "tiny", "--file", toml)
+    assert second.exit_code == 0 and "reusing checkpoint 'tiny-none'" in second.stderr
+
+    strict = cli("bench", "run", "strict", "--file", toml)
+    assert strict.exit_code == 1
+    assert "REGRESSION tiny-none: clean accuracy" in strict.stdout and "below the expected [0.999, 1.000]" in strict.stdout
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("[suite.a\n", "is not valid TOML"),
+        ("[suite.a]\nepoch = 3\n", "suite.a: unknown key 'epoch' (did you mean 'epochs'?)"),
+        ("[suite.a]\nepochs = 'three'\n", "key 'epochs' must be a int"),
+        ("[suite.a]\nattacks=['pgd']\neps=['8/255']\n[[suite.a.run]]\ndefense='none'\n", "suite.a.run[0]: key 'name' is missing"),
+        ("[suite.a]\nattacks=['pgdd']\neps=['8/255']\n[[suite.a.run]]\nname='x'\n", "unknown attack 'pgdd'"),
+        ("[suite.a]\nattacks=['pgd']\neps=['8']\n[[suite.a.run]]\nname='x'\n", "did you mean 8/255"),
+        ("[suite.a]\nattacks=['pgd']\neps=['8/255']\n[[suite.a.run]]\nname='x'\nexpect={clean=[0.9]}\n", "expect.'clean': must be [low, high]"),
+        ("[suite.a]\ninclude=['a']\n", "includes itself"),
+    ],
+)
+def test_bad_toml_names_the_key(tmp_path, cli, text, fragment):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(text)
+    result = cli("bench", "run", "a", "--file", toml)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert fragment in result.stderr
+
+
+def test_unknown_suite_lists_close_matches(cli):
+    result = cli("bench", "run", "quik", "--file", REPO_TOML)
+    assert result.exit_code == 2 and "'quick'" in result.stderr
+
+
+def test_report_formats_and_filters(trained, cli, tmp_path):
+    assert cli("attack", "-c", "base", "--suite", "fgsm,pgd", "--eps", "8/255,32/255", "--n", "60").exit_code == 0
+    assert cli("attack", "-c", "td", "--suite", "fgsm", "--eps", "32/255", "--n", "60", "--runs", "2").exit_code == 0
+    table = cli("report")
+    assert table.exit_code == 0
+    assert "digits" in table.output and "base" in table.output and "td" in table.output and "pgd 32" in table.output
+
+    out = tmp_path / "report.json"
+    assert cli("report", "--format", "json", "--output", out).exit_code == 0
+    data = json.loads(out.read_text())["digits"]
+    assert list(data) == ["clean", "fgsm 8", "fgsm 32", "pgd 8", "pgd 32"]
+    assert data["pgd 8"]["td"] is None and 0 <= data["fgsm 32"]["base"] <= 100
+
+    markdown = cli("report", "--format", "markdown", "--checkpoint", "base", "--attack", "pgd").stdout
+    assert "| pgd 32" in markdown and "td" not in markdown and "**" in markdown
+    csv_text = cli("report", "--format", "csv").stdout
+    assert csv_text.startswith("# digits\nattack eps,base,td")
+
+    empty = cli("report", "--dataset", "mnist")
+    assert empty.exit_code == 2 and "no result rows match" in empty.stderr
+
+
+def test_rerun_replaces_the_row_in_reports(trained, cli):
+    from robench.report import Filters, load_results
+
+    for _ in range(2):
+        assert cli("attack", "-c", "base", "--suite", "fgsm", "--eps", "8/255", "--n", "30").exit_code == 0
+    assert len(load_results(trained, Filters())) == 1
