@@ -37,7 +37,10 @@ TRAIN_KEYS = {
     "lr": float, "momentum": float, "weight_decay": float, "batch_size": int, "schedule": list,
     "seed": int, "train_size": int, "init": str,
 }
-ATTACK_KEYS = {"attacks": list, "eps": list, "n": int, "runs": int, "steps": int, "step_size": float, "attack_seed": int}
+ATTACK_KEYS = {
+    "attacks": list, "eps": list, "n": int, "runs": int, "steps": int, "step_size": float, "attack_seed": int,
+    "threat": str, "eot": int, "restarts": int, "targeted": str, "norm": str, "source": str, "attack_options": dict,
+}
 RUN_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "name": str, "expect": dict}
 SUITE_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "description": str, "include": list, "run": list, "reference": str}
 
@@ -93,7 +96,8 @@ def _bounds(expect: dict[str, Any], where: str) -> list[Bound]:
             raise RobenchError(f"{at}: name a metric as 'clean' or 'ATTACK@EPS', e.g. 'pgd@8/255'")
         attack, eps_text = metric.split("@", 1)
         try:
-            get_attack(attack)
+            if attack != "worst-case":
+                get_attack(attack)
             eps = parse_eps(eps_text)
         except RobenchError as exc:
             raise RobenchError(f"{at}: {exc}") from None
@@ -156,6 +160,16 @@ def resolve_suite(path: Path, name: str, _seen: tuple[str, ...] = ()) -> Suite:
     return Suite(name, table.get("description", ""), runs)
 
 
+def _flatten(options: dict[str, Any]) -> list[tuple[str, Any]]:
+    """attack_options = { pgd = { steps = 500 } } -> [("pgd.steps", 500)]."""
+    flat = []
+    for attack, values in options.items():
+        if not isinstance(values, dict):
+            raise RobenchError(f"attack_options.{attack} must be a table like {{ steps = 500 }}")
+        flat.extend((f"{attack}.{key}", value) for key, value in values.items())
+    return flat
+
+
 def check_bounds(run: BenchRun, rows: list[dict[str, Any]]) -> list[str]:
     """Failed bounds of one run, as sentences; empty when everything is within bounds."""
     failures = []
@@ -163,7 +177,7 @@ def check_bounds(run: BenchRun, rows: list[dict[str, Any]]) -> list[str]:
         if bound.attack is None:
             values = [r["clean_acc"] for r in rows]
         else:
-            values = [r["robust_acc"] for r in rows if r["attack"] == bound.attack and abs(r["eps"] - bound.eps) < 1e-9]
+            values = [r["robust_acc"] for r in rows if r["attack"] == bound.attack and r["eps"] is not None and abs(r["eps"] - bound.eps) < 1e-9]
         if not values:
             failures.append(f"{run.name}: {bound.metric} was expected but not measured (add it to the run's attacks/eps)")
             continue
@@ -177,7 +191,7 @@ def check_bounds(run: BenchRun, rows: list[dict[str, Any]]) -> list[str]:
 def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, device: str = "auto", console=None, retrain: bool = False):
     """Train what is missing (a checkpoint with the same config hash is reused), attack every
     run, and return (all result rows, failed bounds)."""
-    from robench.attacks import parse_suite
+    from robench.attacks import parse_attack_options, parse_suite
     from robench.evaluate import AttackRun, attack_checkpoint
     from robench.train import TrainConfig, train
 
@@ -189,10 +203,14 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
         result = train(config, workspace, name=run.name, data_dir=data_dir, download=download, device=device, console=console, overwrite=retrain)
         if result.skipped and console is not None:
             console.print(f"reusing checkpoint {run.name!r} (same settings, config hash {result.meta['config_hash']})")
+        suite_specs = parse_suite(",".join(s["attacks"]))
+        options = parse_attack_options([f"{k}={v}" for k, v in _flatten(s.get("attack_options", {}))], suite_specs)
         plan = AttackRun(
-            suite=parse_suite(",".join(s["attacks"])), eps=[parse_eps(str(e)) for e in s["eps"]],
+            suite=suite_specs, eps=[parse_eps(str(e)) for e in s["eps"]],
             n=s.get("n", 1000), seed=s.get("attack_seed", 0), runs=s.get("runs", 10),
-            steps=s.get("steps"), step_size=s.get("step_size"),
+            steps=s.get("steps"), step_size=s.get("step_size"), threat=s.get("threat", "white-box"),
+            eot=s.get("eot"), restarts=s.get("restarts", 1), targeted=s.get("targeted"), norm=s.get("norm"),
+            source=s.get("source"), options=options,
         )
         rows = attack_checkpoint(workspace, run.name, plan, data_dir=data_dir, download=download, device=device, console=console)
         all_rows.extend(rows)

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from robench.errors import RobenchError
@@ -42,7 +43,7 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except RobenchError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]; completed epochs are saved, re-run the same command to resume")
@@ -157,18 +158,29 @@ def train(
 
 @app.command(epilog=(
     "[bold]Examples[/]\n\n"
-    "  robench attack --checkpoint digits-small-cnn-tensor-dropout-theta0.8-e10-s0 --suite fgsm,pgd --eps 2/255,8/255\n\n"
-    "  robench attack -c td-0.8 --suite fgsm,bim,pgd,aa --eps 2/255,8/255,16/255 --n 1000 --runs 10\n\n"
-    "  robench attack -c base --suite pgd --eps 0.3 --steps 40 --step-size 0.01"
+    "  robench attack -c td-0.8 --suite fgsm,bim,pgd,aa --eps 2/255,8/255,16/255\n\n"
+    "  robench attack -c td-0.8 --suite pgd --eps 8/255 --eot 1          [dim]# the papers' non-adaptive number[/]\n\n"
+    "  robench attack -c td-0.8 --suite pgd,aa-rand --eps 8/255 --attack-opt pgd.steps=500 --restarts 5\n\n"
+    "  robench attack -c td-0.8 --suite fgsm,pgd --threat black-box --source vgg-substitute\n\n"
+    "  robench attack -c td-0.8 --suite pgd --threat omniscient\n\n"
+    "  robench attack -c base --suite pgd-l2,deepfool,cw --eps 0.5 --norm L2"
 ))
 @user_errors
 def attack(
     checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Checkpoint name in the workspace."),
     suite: str = typer.Option("fgsm,pgd", "--suite", help="Comma-separated attacks (see `robench list attacks`)."),
     eps: str = typer.Option("2/255,8/255", "--eps", help="Comma-separated budgets: fractions like 8/255 or decimals."),
+    threat: str = typer.Option("white-box", "--threat", help="white-box, gray-box, black-box (with --source) or omniscient."),
+    source: Optional[str] = typer.Option(None, "--source", help="Substitute checkpoint that crafts the examples (black-box)."),
+    eot: Optional[int] = typer.Option(None, "--eot", help="Gradient samples per step for a stochastic defense [default: 10; 1 = the papers' non-adaptive attack].", show_default=False),
+    bpda: Optional[bool] = typer.Option(None, "--bpda/--no-bpda", help="BPDA through non-differentiable preprocessing [default: on where needed].", show_default=False),
+    restarts: int = typer.Option(1, "--restarts", help="Random restarts; each example keeps its strongest candidate."),
+    targeted: Optional[str] = typer.Option(None, "--targeted", help="random or least-likely target class (attacks that support it)."),
+    norm: Optional[str] = typer.Option(None, "--norm", help="Linf or L2, for attacks that support both [default: each attack's own].", show_default=False),
+    attack_opt: Optional[list[str]] = typer.Option(None, "--attack-opt", help="ATTACK.OPTION=VALUE, e.g. pgd.steps=500 (repeatable; see `robench list attacks -v`)."),
     n: Optional[int] = typer.Option(1000, "--n", help="Number of test examples (a seeded, class-stratified subset)."),
-    runs: int = typer.Option(10, "--runs", help="Repetitions for a stochastic defense (mean and std are recorded)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Iterations of BIM/PGD [default: floor(min(eps+4, 1.25 eps)), eps in 0..255].", show_default=False),
+    runs: int = typer.Option(10, "--runs", help="Evaluations of each example for a stochastic defense (mean, std and majority vote)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Iterations of iterative attacks [default: BIM/PGD floor(min(eps+4, 1.25 eps)), eps in 0..255].", show_default=False),
     step_size: Optional[str] = typer.Option(None, "--step-size", help="Step of BIM/PGD [default: 1/255].", show_default=False),
     seed: int = typer.Option(0, "--seed", help="Seed for the example subset and the attacks."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Must match the checkpoint's dataset [default: the checkpoint's].", show_default=False),
@@ -178,24 +190,40 @@ def attack(
     download: bool = DownloadOpt,
     device: str = DeviceOpt,
 ) -> None:
-    """Attack a checkpoint on its dataset's test split; append one CSV row per (attack, eps)."""
-    from robench.attacks import parse_eps, parse_eps_list, parse_suite
-    from robench.evaluate import AttackRun, attack_checkpoint
-    from robench.report import Filters, load_results, pivot, rich_tables
+    """Attack a checkpoint on its dataset's test split; append one CSV row per (attack, eps).
 
+    Stochastic defenses are attacked with EOT and non-differentiable preprocessing with BPDA
+    by default; a `worst-case` row counts an example robust only if every attack failed.
+    """
+    from robench.attacks import parse_attack_options, parse_eps, parse_eps_list, parse_suite
+    from robench.evaluate import AttackRun, attack_checkpoint
+
+    specs = parse_suite(suite)
     plan = AttackRun(
-        suite=parse_suite(suite), eps=parse_eps_list(eps), n=n, seed=seed, runs=runs, steps=steps,
-        step_size=parse_eps(step_size) if step_size else None, batch_size=batch_size,
+        suite=specs, eps=parse_eps_list(eps), n=n, seed=seed, runs=runs, steps=steps,
+        step_size=parse_eps(step_size) if step_size else None, batch_size=batch_size, threat=threat,
+        eot=eot, bpda=bpda, restarts=restarts, targeted=targeted, norm=norm, source=source,
+        options=parse_attack_options(attack_opt or [], specs),
     )
     ws = _workspace(workspace)
     rows = attack_checkpoint(ws, checkpoint, plan, data_dir=_data_dir(data_dir), download=download, dataset=dataset, device=device, console=err)
-    table = Table(title=f"{checkpoint}: accuracy (%) over {rows[0]['n']} test examples" + (f", mean ± std of {rows[0]['runs']} runs" if rows[0]["runs"] > 1 else ""))
-    for column in ("attack", "eps", "steps", "clean", "robust", "seconds"):
+    first = rows[0]
+    title = f"{checkpoint} ({first['threat_model']}): accuracy (%) over {first['n']} test examples"
+    if first["runs"] > 1:
+        title += f", mean ± std of {first['runs']} runs, majority vote"
+    table = Table(title=title)
+    for column in ("attack", "eps", "steps", "eot", "clean", "robust") + (("majority",) if first["runs"] > 1 else ()) + ("seconds",):
         table.add_column(column, justify="left" if column == "attack" else "right")
     for row in rows:
         spread = (lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}") if row["runs"] > 1 else (lambda m, s: f"{100 * m:.1f}")
-        table.add_row(row["attack"], f"{row['eps'] * 255:g}/255", str(row["steps"] or "-"), spread(row["clean_acc"], row["clean_acc_std"]), spread(row["robust_acc"], row["robust_acc_std"]), f"{row['seconds']:.1f}")
+        cells = [row["attack"], "-" if row["eps"] is None else f"{row['eps'] * 255:g}/255", str(row["steps"] or "-"), str(row["eot"]),
+                 spread(row["clean_acc"], row["clean_acc_std"]), spread(row["robust_acc"], row["robust_acc_std"])]
+        if row["runs"] > 1:
+            cells.append(f"{100 * row['robust_majority']:.1f}")
+        table.add_row(*cells, f"{row['seconds']:.1f}")
     out.print(table)
+    if any(row["train_mode_left"] for row in rows):
+        out.print("[yellow]warning:[/] an attack left the model in train mode; robench reset it to eval (see `robench report` flags)")
     out.print(f"results appended to {ws.results_csv}")
 
 
@@ -219,12 +247,20 @@ def report(
 
     if format not in FORMATS:
         raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
-    tables = pivot(load_results(_workspace(workspace), Filters(dataset, checkpoint, attack)))
+    from robench.flags import compute_flags, format_flags
+
+    rows = load_results(_workspace(workspace), Filters(dataset, checkpoint, attack))
+    tables = pivot(rows)
+    flags = format_flags(compute_flags(rows))
     if format == "table" and output is None:
         for table in rich_tables(tables):
             out.print(table)
+        if flags:
+            out.print(f"[bold yellow]sanity flags[/] (see docs/flags.md)\n{escape(flags)}", soft_wrap=True)
         return
     text = render_text(tables, "markdown" if format == "table" else format)
+    if flags and format in ("table", "markdown"):
+        text += "\n#### Sanity flags (see docs/flags.md)\n\n```\n" + flags.rstrip() + "\n```\n"
     if output is None:
         sys.stdout.write(text)
     else:
@@ -238,7 +274,7 @@ def report(
 @user_errors
 def list_(
     what: str = typer.Argument("all", help="defenses, attacks, datasets, architectures or all."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show each defense's parameters and source paper."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show each defense's parameters and paper, and each attack's options."),
 ) -> None:
     """List what robench knows: defenses (plugins), attacks, datasets, architectures."""
     from robench.attacks import ATTACKS
@@ -265,7 +301,10 @@ def list_(
                 table.add_row(name, text)
         elif kind == "attacks":
             for name, spec in ATTACKS.items():
-                table.add_row(name, f"{spec.summary} [{spec.norm}]")
+                text = f"{spec.summary} [{'/'.join(spec.norms)}{', targeted' if spec.targetable else ''}]"
+                if verbose and spec.options:
+                    text += "\n  options: " + ", ".join(f"{name}.{k}={'paper rule' if v is None else v}" for k, v in spec.options.items())
+                table.add_row(name, text)
         else:
             for name, summary in (DATASETS if kind == "datasets" else ARCHITECTURES).items():
                 table.add_row(name, summary)
@@ -298,7 +337,7 @@ def bench_run(
         out.print(table)
     if failures:
         for failure in failures:
-            out.print(f"[bold red]REGRESSION[/] {failure}")
+            out.print(f"[bold red]REGRESSION[/] {escape(failure)}", soft_wrap=True)
         raise typer.Exit(1)
     checked = sum(len(run.expect) for run in suite.runs)
     out.print(f"[bold green]ok[/]: {checked} expected bounds hold")

@@ -14,11 +14,14 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
+from robench.attacks.threats import DEFAULT_EOT
 from robench.errors import RobenchError
 from robench.workspace import Workspace
 
 FORMATS = ("table", "csv", "markdown", "json")
-KEY = ["checkpoint", "attack", "eps", "threat_model"]
+KEY = ["checkpoint", "attack", "eps", "norm", "threat_model", "source", "eot", "bpda", "restarts", "targeted"]
+# Values a row from an older robench lacks; they match what that version did.
+DEFAULTS = {"stochastic": False, "norm": "Linf", "threat_model": "white-box", "source": "", "eot": 1, "bpda": False, "restarts": 1, "targeted": "", "num_classes": 10}
 
 
 @dataclass
@@ -39,6 +42,8 @@ def load_results(workspace: Workspace, filters: Filters | None = None) -> pd.Dat
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise RobenchError(f"{path} is not a readable results CSV ({str(exc).splitlines()[0]}); move it out of {workspace.results}") from exc
     df = pd.concat(frames, ignore_index=True)
+    for column, default in DEFAULTS.items():
+        df[column] = df[column].astype(object).where(df[column].notna(), default) if column in df.columns else default
     missing = [c for c in KEY + ["dataset", "clean_acc", "robust_acc"] if c not in df.columns]
     if missing:
         raise RobenchError(f"results in {workspace.results} lack columns {', '.join(missing)}; move foreign CSVs out of that folder")
@@ -54,7 +59,29 @@ def load_results(workspace: Workspace, filters: Filters | None = None) -> pd.Dat
 
 
 def eps_label(eps: float) -> str:
+    if pd.isna(eps):
+        return ""
     return f"{eps * 255:.2f}".rstrip("0").rstrip(".")
+
+
+def row_label(row: pd.Series) -> str:
+    """`pgd 8`, plus whatever differs from a plain white-box run: `pgd 8 eot10`, `fgsm 8 black-box<-src`."""
+    parts = [str(row["attack"]), eps_label(row["eps"])]
+    if row["norm"] == "L2" and not pd.isna(row["eps"]) and row["attack"] not in {"pgd-l2"}:
+        parts.append("L2")
+    if row["threat_model"] != "white-box":
+        parts.append(f"{row['threat_model']}<-{row['source']}" if row["threat_model"] == "black-box" else str(row["threat_model"]))
+    # A stochastic model is attacked with EOT 10 by default; only other choices are marked, so
+    # default rows of deterministic and stochastic checkpoints line up in one table row.
+    if str(row["stochastic"]).lower() == "true" and int(row["eot"]) != DEFAULT_EOT:
+        parts.append("no-eot" if int(row["eot"]) == 1 else f"eot{int(row['eot'])}")
+    if str(row["bpda"]).lower() == "true":
+        parts.append("bpda")
+    if int(row["restarts"]) > 1:
+        parts.append(f"x{int(row['restarts'])}")
+    if row["targeted"]:
+        parts.append(f"targeted-{row['targeted']}")
+    return " ".join(p for p in parts if p)
 
 
 def pivot(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -63,9 +90,7 @@ def pivot(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     for dataset, part in df.groupby("dataset", sort=True):
         checkpoints = list(dict.fromkeys(part["checkpoint"]))
         clean = part.groupby("checkpoint", sort=False)["clean_acc"].mean().reindex(checkpoints) * 100
-        part = part.assign(row=part["attack"] + " " + part["eps"].map(eps_label), order=part["eps"])
-        threat = part["threat_model"].fillna("white-box")
-        part = part.assign(row=part["row"].where(threat == "white-box", part["row"] + " (" + threat + ")"))
+        part = part.assign(row=part.apply(row_label, axis=1), order=part["eps"].fillna(-1.0))
         # Attacks in the order they were run (the suite's order), budgets ascending within each.
         attack_rank = {name: i for i, name in enumerate(dict.fromkeys(part["attack"]))}
         part = part.assign(attack_rank=part["attack"].map(attack_rank))

@@ -25,9 +25,11 @@ from robench.errors import RobenchError
 
 FORMAT = "robench-checkpoint/1"
 RESULT_COLUMNS = [
-    "checkpoint", "dataset", "arch", "defense", "defense_params", "attack", "threat_model", "norm",
-    "eps", "steps", "step_size", "restarts", "eot", "n", "runs", "clean_acc", "clean_acc_std",
-    "robust_acc", "robust_acc_std", "seconds", "seed", "versions", "timestamp",
+    "checkpoint", "dataset", "arch", "defense", "defense_params", "stochastic", "num_classes", "attack",
+    "threat_model", "source", "norm", "eps", "steps", "step_size", "restarts", "targeted", "eot",
+    "bpda", "attack_options", "n", "runs", "clean_acc", "clean_acc_std", "robust_acc",
+    "robust_acc_std", "robust_majority", "mean_linf", "mean_l2", "train_mode_left", "seconds",
+    "seed", "versions", "timestamp",
 ]
 
 
@@ -88,7 +90,19 @@ class Workspace:
 
     @property
     def results_csv(self) -> Path:
-        return self.results / "attacks.csv"
+        """The CSV new rows go to: the first attacks*.csv whose header is today's columns (an
+        older robench's file is left as it is and still read by `report`)."""
+        candidates = sorted(self.results.glob("attacks*.csv")) if self.results.is_dir() else []
+        for path in candidates:
+            with open(path, newline="") as handle:
+                header = next(csv.reader(handle), None)
+            if header is None or header == RESULT_COLUMNS:
+                return path
+        return self.results / ("attacks.csv" if not candidates else f"attacks-{len(candidates) + 1}.csv")
+
+    @property
+    def adversarial_cache(self) -> Path:
+        return self.root / "adv-cache"
 
     def checkpoint_dir(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):

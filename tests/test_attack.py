@@ -19,6 +19,7 @@ def test_eps_parsing():
     assert parse_eps_list("2/255, 8/255") == pytest.approx([2 / 255, 8 / 255])
     with pytest.raises(RobenchError, match="did you mean 8/255"):
         parse_eps("8")
+    assert parse_eps("2.5") == 2.5  # an L2 budget
     with pytest.raises(RobenchError, match="not a number"):
         parse_eps("eight")
     with pytest.raises(RobenchError, match=">= 0"):
@@ -32,10 +33,14 @@ def test_attack_appends_rows_and_pgd_beats_fgsm(trained, cli):
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == RESULT_COLUMNS
     assert [(r["attack"], r["eps"][:6]) for r in rows] == [
-        ("fgsm", "0.0627"), ("fgsm", "0.1254"), ("bim", "0.0627"), ("bim", "0.1254"), ("pgd", "0.0627"), ("pgd", "0.1254")]
+        ("fgsm", "0.0627"), ("fgsm", "0.1254"), ("bim", "0.0627"), ("bim", "0.1254"), ("pgd", "0.0627"), ("pgd", "0.1254"),
+        ("worst-case", "0.0627"), ("worst-case", "0.1254")]
     by = {(r["attack"], round(float(r["eps"]) * 255)): r for r in rows}
+    for eps in (16, 32):
+        # An example is robust in the worst case only if no attack of the suite broke it.
+        assert float(by[("worst-case", eps)]["robust_acc"]) <= min(float(by[(a, eps)]["robust_acc"]) for a in ("fgsm", "bim", "pgd"))
     assert by[("pgd", 32)]["steps"] == "36" and float(by[("pgd", 32)]["step_size"]) == pytest.approx(1 / 255)
-    assert all(r["n"] == "200" and r["runs"] == "1" and r["threat_model"] == "white-box" for r in rows)
+    assert all(r["n"] == "200" and r["runs"] == "1" and r["threat_model"] == "white-box" and r["eot"] == "1" for r in rows)
     clean = float(rows[0]["clean_acc"])
     assert clean > 0.9
     # Iterative attacks are at least as strong as FGSM, and a bigger budget hurts more.
@@ -48,7 +53,8 @@ def test_stochastic_defense_is_averaged_over_runs(trained, cli):
     assert result.exit_code == 0, result.output
     with open(trained.results_csv) as handle:
         (row,) = list(csv.DictReader(handle))
-    assert row["runs"] == "4"
+    assert row["runs"] == "4" and row["eot"] == "10"
+    assert "every gradient averages 10 EOT samples" in result.stderr
     assert float(row["clean_acc_std"]) > 0 and float(row["robust_acc_std"]) > 0
     assert "±" in result.output
 
@@ -64,14 +70,16 @@ def test_autoattack_runs_at_full_strength(trained, cli):
 def test_model_is_left_in_eval_mode(trained):
     import torch
 
-    from robench.attacks import get_attack
+    from robench.attacks import AttackSettings, get_attack
     from robench.checkpoint import load_checkpoint
-    from robench.evaluate import AttackRun, _craft
-    from robench.attacks import AttackSettings
+    from robench.evaluate import _craft
 
     loaded = load_checkpoint(trained, "base")
     x = torch.rand(8, 1, 8, 8)
     y = torch.zeros(8, dtype=torch.long)
     for name in ("fgsm", "pgd"):
-        _craft(get_attack(name), loaded.model, AttackSettings(eps=0.1), x, y, 4, torch.device("cpu"))
+        spec = get_attack(name)
+        attack = spec.make(loaded.model, AttackSettings(eps=0.1))
+        _, left = _craft(spec, attack, loaded.model, loaded.model, x, y, restarts=1, runs=1)
+        assert not left
         assert not any(m.training for m in loaded.model.modules())

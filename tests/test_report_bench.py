@@ -96,7 +96,8 @@ def test_unknown_suite_lists_close_matches(cli):
 
 def test_report_formats_and_filters(trained, cli, tmp_path):
     assert cli("attack", "-c", "base", "--suite", "fgsm,pgd", "--eps", "8/255,32/255", "--n", "60").exit_code == 0
-    assert cli("attack", "-c", "td", "--suite", "fgsm", "--eps", "32/255", "--n", "60", "--runs", "2").exit_code == 0
+    assert cli("attack", "-c", "td", "--suite", "fgsm", "--eps", "32/255", "--n", "60", "--runs", "2", "--eot", "2").exit_code == 0
+    assert cli("attack", "-c", "td", "--suite", "fgsm", "--eps", "32/255", "--n", "60", "--runs", "2", "--eot", "1").exit_code == 0
     table = cli("report")
     assert table.exit_code == 0
     assert "digits" in table.output and "base" in table.output and "td" in table.output and "pgd 32" in table.output
@@ -104,7 +105,9 @@ def test_report_formats_and_filters(trained, cli, tmp_path):
     out = tmp_path / "report.json"
     assert cli("report", "--format", "json", "--output", out).exit_code == 0
     data = json.loads(out.read_text())["digits"]
-    assert list(data) == ["clean", "fgsm 8", "fgsm 32", "pgd 8", "pgd 32"]
+    # Non-default EOT choices on a stochastic model get their own rows, side by side.
+    assert list(data) == ["clean", "fgsm 8", "fgsm 32", "fgsm 32 eot2", "fgsm 32 no-eot", "pgd 8", "pgd 32", "worst-case 8", "worst-case 32"]
+    assert data["fgsm 32 eot2"]["td"] is not None and data["fgsm 32 no-eot"]["td"] is not None
     assert data["pgd 8"]["td"] is None and 0 <= data["fgsm 32"]["base"] <= 100
 
     markdown = cli("report", "--format", "markdown", "--checkpoint", "base", "--attack", "pgd").stdout

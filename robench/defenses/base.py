@@ -118,6 +118,15 @@ class Defense:
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    def bpda_approximation(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A differentiable stand-in for a non-differentiable `preprocess`, used for the
+        backward pass of BPDA. None means the identity (straight-through)."""
+        return None
+
+    def derandomize(self, model: nn.Module) -> None:
+        """Switch the randomness of this defense off, in place, on a copy of the built model
+        (the omniscient attacker's view). Stochastic defenses override it."""
+
     def owns_loss(self) -> bool:
         return type(self).loss is not Defense.loss
 
@@ -162,19 +171,41 @@ class DefenseStack:
         owners = [p for p in self.parts if p.owns_loss()]
         return (owners[0] if owners else Defense()).loss(model, x, y)
 
+    def derandomized(self, model: nn.Module) -> nn.Module:
+        import copy
+
+        twin = copy.deepcopy(model)
+        for part in self.parts:
+            part.derandomize(twin)
+        return twin.eval()
+
 
 class Preprocessed(nn.Module):
-    """Puts a defense's input transformation inside the model so attacks see the whole pipeline."""
+    """Puts a defense's input transformation inside the model so attacks see the whole pipeline.
 
-    def __init__(self, defenses: list[Defense], model: nn.Module) -> None:
+    With `bpda=True`, a non-differentiable preprocessing keeps its exact forward pass but its
+    backward pass is that of the defense's differentiable approximation (identity by default):
+    Athalye et al.'s Backward Pass Differentiable Approximation.
+    """
+
+    def __init__(self, defenses: list[Defense], model: nn.Module, bpda: bool = False) -> None:
         super().__init__()
         self._defenses = defenses
         self.model = model
+        self.bpda = bpda
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for defense in self._defenses:
-            x = defense.preprocess(x)
+            x = _straight_through(defense, x) if self.bpda and not defense.differentiable else defense.preprocess(x)
         return self.model(x)
+
+
+def _straight_through(defense: Defense, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        exact = defense.preprocess(x)
+    surrogate = defense.bpda_approximation(x)
+    surrogate = x if surrogate is None else surrogate
+    return surrogate + (exact - surrogate).detach()
 
 
 def make_stack(spec: str, values: dict[str, Any], registry: dict[str, type[Defense]]) -> DefenseStack:

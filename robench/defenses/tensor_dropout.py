@@ -54,6 +54,10 @@ class TensorDropout(Defense):
                     setattr(parent, child_name, replacement)
         return model
 
+    def derandomize(self, model: nn.Module) -> None:
+        """theta = 1: the deterministic Tucker model the omniscient attacker crafts on (Table 6c)."""
+        set_theta(model, 1.0)
+
     def _factorized(self, layer: nn.Module, decompose: bool) -> nn.Module | None:
         if isinstance(layer, nn.Conv2d) and layer.groups == 1:
             ranks = ranks_for(layer.weight.shape, self.rank, self.spatial_rank)

@@ -6,7 +6,8 @@ sketching matrices on every mode and projects back with the original factors. We
 those matrices: per mode we sample the kept latent indices, slice the core and the matching
 factor columns, and contract only the sub-core. A mode that keeps no index makes the sketched
 core, and hence the weight, exactly zero, which the contraction over an empty dimension gives
-for free.
+for free. TuckerConv2d may also skip building the weight and run the equivalent sequence of
+convolutions with the sampled factors (see its docstring); the sampled layer is the same.
 
 Rescaling (our choice; the paper states none). Each randomized mode keeps an index with
 probability theta, independently of the other modes, so E[G~] = theta^m G where m is the number
@@ -94,28 +95,91 @@ class TuckerWeight(nn.Module):
             param.copy_(torch.from_numpy(np.ascontiguousarray(factor)).to(param))
 
     def forward(self) -> torch.Tensor:
+        core, factors, scale = self.sample()
+        return _tucker_to_tensor(core, factors, scale)
+
+    def sample(self) -> tuple[torch.Tensor, list[torch.Tensor], float]:
+        """One tensor-dropout draw: the kept sub-core, the matching factor columns, and the
+        rescaling 1 / theta^m that the caller must apply (it is folded into the smallest operand
+        of the contraction rather than multiplied into the core)."""
         core = self.core
         factors = list(self.factors)
         # No `self.training` check: the defense randomizes at inference too.
         modes = self.randomized_modes
-        if modes:
-            for mode in modes:
-                kept = (torch.rand(self.ranks[mode], device=core.device) < self.theta).nonzero().squeeze(1)
-                core = core.index_select(mode, kept)
-                factors[mode] = factors[mode].index_select(1, kept)
-            core = core * (self.theta ** -len(modes))
-        return _tucker_to_tensor(core, factors)
+        for mode in modes:
+            kept = (torch.rand(self.ranks[mode], device=core.device) < self.theta).nonzero().squeeze(1)
+            core = core.index_select(mode, kept)
+            factors[mode] = factors[mode].index_select(1, kept)
+        return core, factors, self.theta ** -len(modes) if modes else 1.0
 
 
-def _tucker_to_tensor(core: torch.Tensor, factors: list[torch.Tensor]) -> torch.Tensor:
-    """Apply the mode products that grow the tensor least first (for conv kernels the full-rank
-    spatial modes, then the channels), so every intermediate stays smaller than the weight."""
-    order = sorted(range(core.ndim), key=lambda mode: factors[mode].shape[0] / max(core.shape[mode], 1))
-    result = core
-    for mode in order:
-        # mode-n product: move the mode last, multiply by U^T, move it back.
-        result = torch.movedim(torch.movedim(result, mode, -1) @ factors[mode].T, -1, mode)
-    return result
+def _tucker_to_tensor(core: torch.Tensor, factors: Sequence[torch.Tensor | None], scale: float = 1.0) -> torch.Tensor:
+    """scale * core x_0 U_0 x_1 U_1 ..., skipping the modes whose factor is None.
+
+    The modes from 2 on (the spatial modes of a conv kernel) are merged into one by a Kronecker
+    product of their factors (a 9 x 9 matrix for a full-rank 3x3 kernel), so a conv kernel is a
+    3-mode problem. Mode products are applied in the order of least total work (see
+    `_product_order`), each as one matrix multiplication on a contiguous unfolding: a leading or
+    trailing mode needs no copy; a middle mode is first moved to the end (a copy of the current,
+    still small, intermediate) and the layout is tracked, so the weight is permuted back once.
+    The scale multiplies the smallest operand (core or a factor)."""
+    out_shape = [core.shape[m] if u is None else u.shape[0] for m, u in enumerate(factors)]
+    factors = list(factors)
+    if core.ndim > 3 and all(u is not None for u in factors[2:]):
+        merged = factors[2]
+        for u in factors[3:]:
+            merged = torch.kron(merged, u)
+        core = core.reshape(core.shape[0], core.shape[1], math.prod(core.shape[2:]))
+        factors = factors[:2] + [merged]
+    if scale != 1.0:
+        operands = [core] + [u for u in factors if u is not None]
+        smallest = min(range(len(operands)), key=lambda i: operands[i].numel())
+        if smallest == 0:
+            core = core * scale
+        else:
+            index = [m for m, u in enumerate(factors) if u is not None][smallest - 1]
+            factors[index] = factors[index] * scale
+    result = core.contiguous()
+    layout = list(range(core.ndim))  # layout[i]: the mode stored in dimension i of `result`
+    for mode in _product_order(core.shape, factors):
+        u = factors[mode]
+        pos = layout.index(mode)
+        dims = list(result.shape)
+        if pos == 0:
+            result = (u @ result.reshape(dims[0], math.prod(dims[1:]))).reshape([u.shape[0]] + dims[1:])
+        else:
+            if pos != len(dims) - 1:
+                result = result.movedim(pos, -1).contiguous()
+                layout.append(layout.pop(pos))
+                dims = list(result.shape)
+            result = (result.reshape(math.prod(dims[:-1]), dims[-1]) @ u.T).reshape(dims[:-1] + [u.shape[0]])
+    if layout != sorted(layout):
+        result = result.permute([layout.index(m) for m in range(len(layout))]).contiguous()
+    return result.reshape(out_shape)
+
+
+def _product_order(core_shape: Sequence[int], factors: Sequence[torch.Tensor | None]) -> list[int]:
+    """The order of mode products with the least multiply-adds.
+
+    Applying mode k (rank r_k -> size n_k) to an intermediate of S entries costs S * n_k and
+    multiplies S by n_k / r_k; swapping two adjacent products shows that k should come before j
+    exactly when 1/r_k - 1/n_k < 1/r_j - 1/n_j, so sorting by that key is optimal. A mode that
+    kept no index goes last: everything before it is then empty, and it yields the zeros."""
+    def key(mode: int) -> float:
+        rank = core_shape[mode]
+        return math.inf if rank == 0 else 1.0 / rank - 1.0 / max(factors[mode].shape[0], 1)
+
+    return sorted((m for m, u in enumerate(factors) if u is not None), key=key)
+
+
+def _product_macs(core_shape: Sequence[int], factors: Sequence[torch.Tensor | None]) -> int:
+    """Multiply-adds of `_tucker_to_tensor` (without the Kronecker merge, which changes little)."""
+    dims = list(core_shape)
+    total = 0
+    for mode in _product_order(dims, factors):
+        total += math.prod(dims) * factors[mode].shape[0]
+        dims[mode] = factors[mode].shape[0]
+    return total
 
 
 class TuckerConv2d(nn.Module):
@@ -123,7 +187,22 @@ class TuckerConv2d(nn.Module):
 
     Tensor dropout is applied in training AND at inference (the defense is stochastic at test
     time); theta = 1 makes the layer deterministic.
+
+    Two computations give the same output for the sampled weight W~ = G~ x U~_0 x U~_1 x K
+    (conv is linear in its kernel; they differ only by float rounding): "reconstructed" builds W~
+    and runs one conv2d; "factorized" runs a 1x1 conv onto the kept input-channel components
+    (U~_1^T), the core conv with the spatially reconstructed sub-core (G~ x K), and a 1x1 conv
+    back to the output channels (U~_0). Building W~ costs about F * C * kh * kw * rank multiply-
+    adds per forward pass whatever the batch (with its backward, ~10% of a CIFAR ResNet-18
+    training step at batch 128 on CPU, nearly all in the 256/512-channel layers), while the
+    factorized convs cost less than even the dense conv wherever the spatial kernel is larger
+    than 1x1 and the channels are wide. Where few input channels or a 1x1 kernel leave little to
+    save (the 3-channel stem, 1x1 shortcuts) the two extra convs and their activations cost
+    more. "auto" (default) picks per call from the actual shapes with `_conv_costs`; set
+    `implementation` on the instance (or the class) to force one.
     """
+
+    implementation: str = "auto"  # "auto" | "reconstructed" | "factorized"
 
     def __init__(self, conv: nn.Conv2d, ranks: Sequence[int], theta: float, decompose: bool, drop_spatial: bool = True) -> None:
         super().__init__()
@@ -138,11 +217,58 @@ class TuckerConv2d(nn.Module):
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight(), self.bias, self.stride, self.padding, self.dilation)
+        core, factors, scale = self.weight.sample()
+        if self._factorized(x, core, factors):
+            # 1x1 conv with U~_1^T, core conv (spatial factors only), 1x1 conv with U~_0.
+            kernel = _tucker_to_tensor(core, [None, None, *factors[2:]], scale)
+            h = F.conv2d(x, factors[1].T.contiguous()[:, :, None, None])
+            h = F.conv2d(h, kernel, None, self.stride, self.padding, self.dilation)
+            return F.conv2d(h, factors[0][:, :, None, None], self.bias)
+        return F.conv2d(x, _tucker_to_tensor(core, factors, scale), self.bias, self.stride, self.padding, self.dilation)
+
+    def _factorized(self, x: torch.Tensor, core: torch.Tensor, factors: list[torch.Tensor]) -> bool:
+        if self.implementation not in ("auto", "reconstructed", "factorized"):
+            raise ValueError(f"implementation must be auto, reconstructed or factorized, got {self.implementation!r}")
+        if self.implementation == "reconstructed" or core.numel() == 0:
+            return False  # an empty mode makes the kernel zero: reconstruct (zero-channel convs may fail)
+        if self.implementation == "factorized":
+            return True
+        reconstructed, factorized = _conv_costs(x.shape, core.shape, factors, self.stride, self.padding, self.dilation)
+        return factorized < reconstructed
 
     def extra_repr(self) -> str:
         w = self.weight
-        return f"shape={w.shape}, ranks={w.ranks}, theta={w.theta}, stride={self.stride}, padding={self.padding}"
+        return (f"shape={w.shape}, ranks={w.ranks}, theta={w.theta}, stride={self.stride}, padding={self.padding}, "
+                f"implementation={self.implementation}")
+
+
+# Cost, in multiply-adds, of one activation entry written and read back by a convolution. On
+# CPU (oneDNN) each conv call also reorders its NCHW input and output to a blocked layout, so the
+# narrow 1x1 convs of the factorized path are memory-bound. Fitted to per-layer forward+backward
+# timings of CIFAR ResNet-18 in fp32 at batch 128 (~130 on 1 CPU thread; 2-thread timings on a
+# shared machine were too noisy to do better than 150-250); the choice only flips on layers where
+# both computations cost about the same (64 channels at 32x32). Not calibrated on GPU.
+_ACTIVATION_COST = 150
+
+
+def _conv_costs(x_shape: Sequence[int], core_shape: Sequence[int], factors: Sequence[torch.Tensor], stride, padding, dilation) -> tuple[float, float]:
+    """Modelled cost (multiply-adds plus `_ACTIVATION_COST` per extra activation entry) of the
+    reconstructed and the factorized computation of one TuckerConv2d call."""
+    n = math.prod(x_shape[:-3]) if len(x_shape) > 3 else 1
+    c, hi, wi = x_shape[-3:]
+    f, kh, kw = factors[0].shape[0], factors[2].shape[0], factors[3].shape[0]
+    a, b = core_shape[0], core_shape[1]
+    out = []
+    pads = (0, 0) if isinstance(padding, str) else padding
+    for size, k, s, d, p in zip((hi, wi), (kh, kw), stride, dilation, pads):
+        out.append(size if padding == "same" else (size + 2 * p - d * (k - 1) - 1) // s + 1)
+    hw_in, hw_out = hi * wi, out[0] * out[1]
+    reconstructed = _product_macs(core_shape, factors) + n * hw_out * f * c * kh * kw
+    kernel_macs = _product_macs(core_shape, [None, None, *factors[2:]])
+    factorized = kernel_macs + n * (hw_in * c * b + hw_out * (a * b * kh * kw + a * f))
+    # The factorized path writes and reads two extra activations (b and a channels).
+    factorized += _ACTIVATION_COST * 2 * n * (b * hw_in + a * hw_out)
+    return float(reconstructed), float(factorized)
 
 
 class TuckerLinear(nn.Module):

@@ -1,0 +1,466 @@
+"""What robench's attack path costs on top of torchattacks: throughput, EOT cost, peak memory.
+
+Three measurements, all in one run, on models trained for the purpose in a temporary workspace
+(nothing is written anywhere else; --keep-workspace keeps it for inspection):
+
+1. Throughput of PGD-20 (Linf, eps 8/255, step 1/255, random start) on the digits test split
+   (small-cnn, 2 epochs), batches of 256. Variants, interleaved round-robin with the order
+   rotated every round, medians reported:
+     robench   `attack_checkpoint(...)`: everything `robench attack` does except loading. The
+               checkpoint and the dataset are loaded once up front, and the benchmark swaps
+               `robench.evaluate.load_checkpoint` / `load_dataset` for look-ups of those
+               objects, so what is timed is: subset selection, the attacker view, the clean
+               pass, crafting, the evaluation of the adversarial batch, the tally (incl. the
+               perturbation norms), the progress bar (rendered into /dev/null as on a terminal)
+               and the CSV row append (with its fsync).
+     hand      a plain loop over the same batches: `torchattacks.PGD(model, eps, alpha,
+               steps=20, random_start=True)`, then one no-grad forward pass and a count of the
+               correct predictions. Same seed, so it must find the same robust accuracy (checked).
+     clean     the clean pass alone (`robench.evaluate.correct_matrix` over the batches).
+   Two ratios: robench / hand as a user experiences it (examples per second, end to end), and
+   the same with the clean pass subtracted from robench's time. The second is the fair one for
+   "overhead of the attack path": the clean accuracy is a result robench reports and the hand
+   loop does not compute, so charging it to robench compares different amounts of work (it is
+   one forward pass against the attack's 20 forward+backward passes, ~1-2%).
+2. EOT cost: PGD-20 against a tensor-dropout (theta 0.8) digits checkpoint, `eot=1` vs
+   `eot=10`, `runs=1` so both evaluate the adversarial examples once. Reports wall seconds per
+   `attack_checkpoint` call (loading excluded as above) and the row's own `seconds` (crafting +
+   evaluation of that job only) and their ratios, expected just under 10x.
+3. Peak RSS of `robench attack` as a fresh subprocess (`/usr/bin/time -v` when present, else a
+   fresh Python parent per measurement reading `getrusage(RUSAGE_CHILDREN).ru_maxrss`) on MNIST
+   (LeNet, 1 epoch on --train-size 2000) with `--suite fgsm --n 1000` and `--n 10000`, plus a
+   reference child that only imports robench and loads MNIST. The workspace is passed through
+   the ROBENCH_WORKSPACE environment variable. Skipped with a note when MNIST is not under
+   --data-dir.
+
+    python benchmarks/attack_overhead.py            # ~4-6 minutes on 2 busy cores
+    python benchmarks/attack_overhead.py --quick    # ~1-2 minutes, fewer repeats, smaller n
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torchattacks  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+import robench.evaluate as evaluate  # noqa: E402
+from robench.attacks import ATTACKS  # noqa: E402
+from robench.checkpoint import load_checkpoint  # noqa: E402
+from robench.data import load_dataset, subset  # noqa: E402
+from robench.evaluate import AttackRun, attack_checkpoint, correct_matrix  # noqa: E402
+from robench.train import TrainConfig, train  # noqa: E402
+from robench.workspace import Workspace  # noqa: E402
+
+EPS = 8 / 255
+ALPHA = 1 / 255
+STEPS = 20
+BATCH = 256
+SEED = 0
+MEMORY_ARCH = "small-cnn"
+MEMORY_CHECKPOINT = "mnist-small-cnn"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def quiet_console() -> Console:
+    # A terminal console writing into /dev/null: the progress bar is rendered as for a user at a
+    # terminal (its cost is counted) but nothing reaches this script's output.
+    return Console(file=open(os.devnull, "w"), force_terminal=True, width=100)
+
+
+@contextlib.contextmanager
+def preloaded(workspace: Workspace) -> Iterator[None]:
+    """Make attack_checkpoint's loading free: each checkpoint / dataset is loaded once, then
+    served from memory, so the timings cover everything `robench attack` does except loading."""
+    checkpoints: dict[str, object] = {}
+    datasets: dict[str, object] = {}
+    original_checkpoint, original_dataset = evaluate.load_checkpoint, evaluate.load_dataset
+
+    def cached_checkpoint(ws, name, device="cpu"):
+        key = f"{ws.root}:{name}:{device}"
+        if key not in checkpoints:
+            checkpoints[key] = original_checkpoint(ws, name, device)
+        return checkpoints[key]
+
+    def cached_dataset(spec, data_dir=None, download=False):
+        key = f"{spec}:{data_dir}"
+        if key not in datasets:
+            datasets[key] = original_dataset(spec, data_dir, download)
+        return datasets[key]
+
+    evaluate.load_checkpoint, evaluate.load_dataset = cached_checkpoint, cached_dataset
+    try:
+        yield
+    finally:
+        evaluate.load_checkpoint, evaluate.load_dataset = original_checkpoint, original_dataset
+
+
+@dataclass
+class Timings:
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.seconds[name])
+
+    def spread(self, name: str) -> str:
+        values = self.seconds[name]
+        return f"{min(values):.3f}-{max(values):.3f}"
+
+
+def interleave(variants: dict[str, Callable[[], object]], repeats: int, warmup: int) -> Timings:
+    """Round-robin: every round runs each variant once, in an order rotated per round."""
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    timings = Timings({name: [] for name in names})
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            variants[name]()
+            timings.seconds[name].append(time.perf_counter() - started)
+    return timings
+
+
+def pgd_plan(n: int | None, eot: int | None = None) -> AttackRun:
+    return AttackRun(suite=[ATTACKS["pgd"]], eps=[EPS], n=n, seed=SEED, runs=1, steps=STEPS, step_size=ALPHA, batch_size=BATCH, eot=eot)
+
+
+# --------------------------------------------------------------------------- 1. throughput
+
+
+@dataclass
+class ThroughputResult:
+    n: int
+    timings: Timings
+    robench_acc: float
+    hand_acc: float
+
+    def rate(self, name: str) -> float:
+        return self.n / self.timings.median(name)
+
+    @property
+    def adjusted_seconds(self) -> float:
+        return self.timings.median("robench") - self.timings.median("clean")
+
+
+def throughput(workspace: Workspace, name: str, repeats: int, warmup: int) -> ThroughputResult:
+    target = load_checkpoint(workspace, name, "cpu")
+    data = load_dataset("digits")
+    x_all, y_all = subset(data.test_x, data.test_y, None, SEED)
+    batches = [(x_all[i : i + BATCH], y_all[i : i + BATCH]) for i in range(0, len(y_all), BATCH)]
+    model = target.model.eval()
+    last: dict[str, float] = {}
+
+    def robench_variant() -> None:
+        rows = attack_checkpoint(workspace, name, pgd_plan(None), console=quiet_console())
+        last["robench"] = rows[0]["robust_acc"]
+
+    def hand_variant() -> None:
+        torch.manual_seed(SEED)
+        attack = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=STEPS, random_start=True)
+        correct = 0
+        for x, y in batches:
+            adv = attack(x, y)
+            with torch.no_grad():
+                correct += int((model(adv).argmax(1) == y).sum())
+        last["hand"] = correct / len(y_all)
+
+    def clean_variant() -> None:
+        for x, y in batches:
+            correct_matrix(model, x, y, 1)
+
+    with preloaded(workspace):
+        timings = interleave({"robench": robench_variant, "hand": hand_variant, "clean": clean_variant}, repeats, warmup)
+    return ThroughputResult(len(y_all), timings, last["robench"], last["hand"])
+
+
+# --------------------------------------------------------------------------- 2. EOT cost
+
+
+@dataclass
+class EotResult:
+    n: int
+    timings: Timings
+    row_seconds: dict[str, list[float]]
+
+    def ratio(self) -> float:
+        return self.timings.median("eot=10") / self.timings.median("eot=1")
+
+    def row_ratio(self) -> float:
+        return statistics.median(self.row_seconds["eot=10"]) / statistics.median(self.row_seconds["eot=1"])
+
+
+def eot_cost(workspace: Workspace, name: str, n: int, repeats: int) -> EotResult:
+    row_seconds: dict[str, list[float]] = {"eot=1": [], "eot=10": []}
+    counting = {"on": False}
+
+    def variant(eot: int) -> Callable[[], None]:
+        def run() -> None:
+            rows = attack_checkpoint(workspace, name, pgd_plan(n, eot), console=quiet_console())
+            assert rows[0]["eot"] == eot and rows[0]["runs"] == 1, rows[0]
+            if counting["on"]:
+                row_seconds[f"eot={eot}"].append(rows[0]["seconds"])
+        return run
+
+    variants = {"eot=1": variant(1), "eot=10": variant(10)}
+    with preloaded(workspace):
+        # Warm up with the cheap variant only: it runs the same code (tensor-dropout layers, the
+        # attack, the tally), and an eot=10 warm-up would double this part's time.
+        variants["eot=1"]()
+        counting["on"] = True
+        timings = interleave(variants, repeats, 0)
+    return EotResult(n, timings, row_seconds)
+
+
+# --------------------------------------------------------------------------- 3. peak memory
+
+
+def robench_command() -> list[str]:
+    script = Path(sys.executable).with_name("robench")
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("robench")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "import sys; from robench.cli import main; sys.argv[0] = 'robench'; sys.exit(main())"]
+
+
+def peak_rss_mib(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """(peak RSS in MiB, wall seconds, method) of `command` run as a fresh child."""
+    time_bin = "/usr/bin/time"
+    started = time.perf_counter()
+    if os.access(time_bin, os.X_OK):
+        done = subprocess.run([time_bin, "-v", *command], env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        match = re.search(r"Maximum resident set size \(kbytes\):\s*(\d+)", done.stderr)
+        if match:
+            return int(match.group(1)) / 1024, wall, "/usr/bin/time -v"
+    # A fresh Python parent per measurement: RUSAGE_CHILDREN is the maximum over every child
+    # a process has waited for, so reusing this process would report the largest run so far.
+    probe = (
+        "import resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)\n"
+    )
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", probe, *command], env=env, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - started
+    kib, code = done.stdout.split()
+    if code != "0":
+        raise RuntimeError(f"{' '.join(command)} failed ({code})")
+    return int(kib) / 1024, wall, "getrusage(RUSAGE_CHILDREN)"
+
+
+@dataclass
+class MemoryResult:
+    peaks: dict[str, list[float]]
+    walls: dict[str, list[float]]
+    method: str
+    dataset_mib: float
+
+    def median(self, label: str) -> float:
+        return statistics.median(self.peaks[label])
+
+
+def memory(workspace: Workspace, name: str, data_dir: str, sizes: list[int], repeats: int) -> MemoryResult:
+    env = {**os.environ, "ROBENCH_WORKSPACE": str(workspace.root), "PYTHONUNBUFFERED": "1"}
+    commands: dict[str, list[str]] = {
+        "load only": [sys.executable, "-c", f"import robench.cli, robench.evaluate; from robench.data import load_dataset; load_dataset('mnist', {data_dir!r})"],
+    }
+    for n in sizes:
+        commands[f"--n {n}"] = [*robench_command(), "attack", "-c", name, "--suite", "fgsm", "--eps", "8/255", "--n", str(n), "--runs", "1", "--data-dir", data_dir, "--device", "cpu"]
+    peaks: dict[str, list[float]] = {label: [] for label in commands}
+    walls: dict[str, list[float]] = {label: [] for label in commands}
+    method = ""
+    labels = list(commands)
+    for round_index in range(repeats):
+        shift = round_index % len(labels)
+        for label in labels[shift:] + labels[:shift]:
+            peak, wall, method = peak_rss_mib(commands[label], env)
+            peaks[label].append(peak)
+            walls[label].append(wall)
+            log(f"  memory {label}: {peak:.1f} MiB peak RSS ({wall:.1f} s)")
+    data = load_dataset("mnist", data_dir)
+    tensors = (data.train_x, data.train_y, data.test_x, data.test_y)
+    dataset_mib = sum(t.numel() * t.element_size() for t in tensors) / 2**20
+    return MemoryResult(peaks, walls, method, dataset_mib)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def mnist_available(data_dir: str) -> bool:
+    raw = Path(data_dir) / "MNIST" / "raw"
+    return (raw / "t10k-images-idx3-ubyte").is_file() or (raw / "t10k-images-idx3-ubyte.gz").is_file()
+
+
+def train_quietly(config: TrainConfig, workspace: Workspace, name: str, data_dir: str | None = None) -> None:
+    started = time.perf_counter()
+    result = train(config, workspace, name=name, data_dir=data_dir, device="cpu", console=quiet_console())
+    log(f"  trained {name}: clean acc {result.meta['clean_acc']:.3f} ({time.perf_counter() - started:.1f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and a smaller EOT subset (~1-2 minutes)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed rounds of the throughput benchmark [default: 7, quick 3]")
+    parser.add_argument("--eot-repeats", type=int, default=None, help="timed rounds of the EOT benchmark [default: 3, quick 2]")
+    parser.add_argument("--eot-n", type=int, default=None, help="test examples for the EOT benchmark [default: 256, quick 128]")
+    parser.add_argument("--memory-repeats", type=int, default=None, help="peak-RSS measurements per size [default: 2, quick 1]")
+    parser.add_argument("--data-dir", default="/work/shared/data", help="folder holding MNIST/raw for the memory benchmark")
+    parser.add_argument("--skip-memory", action="store_true", help="leave out the peak-RSS subprocesses")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, in process and (OMP_NUM_THREADS) in the memory children [default: 1; on a shared 2-core machine 2 threads oversubscribe and run ~4x slower and far noisier]")
+    parser.add_argument("--parts", default="1,2,3", help="which measurements to run, e.g. 1,2 [default: 1,2,3]")
+    parser.add_argument("--workspace", type=Path, default=None, help="reuse this workspace (models already trained there with the same settings are not retrained) instead of a temporary one")
+    parser.add_argument("--keep-workspace", action="store_true", help="print and keep the temporary workspace")
+    args = parser.parse_args(argv)
+
+    repeats = args.repeats or (3 if args.quick else 7)
+    eot_repeats = args.eot_repeats or (2 if args.quick else 3)
+    eot_n = args.eot_n or (128 if args.quick else 256)
+    memory_repeats = args.memory_repeats or (1 if args.quick else 2)
+    torch.set_num_threads(args.threads)
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the memory children
+    parts = {int(p) for p in args.parts.split(",") if p.strip()}
+
+    began = time.perf_counter()
+    temporary = args.workspace is None
+    root = Path(tempfile.mkdtemp(prefix="robench-attack-overhead-")) if temporary else args.workspace
+    workspace = Workspace(root)
+    tp = eot = mem = None
+    memory_skipped = ""
+    try:
+        log(f"workspace {root}; training the benchmark models ({args.threads} torch thread(s))")
+        if 1 in parts:
+            train_quietly(TrainConfig(dataset="digits", epochs=2), workspace, "bench")
+        if 2 in parts:
+            train_quietly(TrainConfig(dataset="digits", epochs=2, defense="tensor-dropout", defense_params={"theta": 0.8}), workspace, "bench-td")
+        if 3 in parts:
+            if args.skip_memory:
+                memory_skipped = "--skip-memory"
+            elif not mnist_available(args.data_dir):
+                memory_skipped = f"MNIST not found under {args.data_dir}"
+            else:
+                train_quietly(TrainConfig(dataset="mnist", arch=MEMORY_ARCH, epochs=1, train_size=2000), workspace, MEMORY_CHECKPOINT, args.data_dir)
+
+        if 1 in parts:
+            log(f"1. throughput: PGD-{STEPS}, {repeats} rounds")
+            tp = throughput(workspace, "bench", repeats, warmup=1)
+        if 2 in parts:
+            log(f"2. EOT cost: eot=1 vs eot=10 on {eot_n} examples, {eot_repeats} rounds")
+            eot = eot_cost(workspace, "bench-td", eot_n, eot_repeats)
+        if 3 in parts and not memory_skipped:
+            log(f"3. peak RSS: robench attack --suite fgsm, {memory_repeats} run(s) per size")
+            mem = memory(workspace, MEMORY_CHECKPOINT, args.data_dir, [1000, 10000], memory_repeats)
+    finally:
+        if temporary and not args.keep_workspace:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            log(f"kept workspace {root}")
+
+    report(tp, eot, mem, memory_skipped if 3 in parts else "not asked for (--parts)", args.threads, time.perf_counter() - began)
+    return 0
+
+
+def report(tp: ThroughputResult | None, eot: EotResult | None, mem: MemoryResult | None, memory_skipped: str, threads: int, total: float) -> None:
+    width = 80
+    summary: list[tuple[str, str]] = []
+    print("=" * width)
+    print(f"robench attack overhead: torch {torch.__version__}, torchattacks {torchattacks.__version__}, "
+          f"{threads} torch thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print("=" * width)
+    if tp is not None:
+        t = tp.timings
+        print(f"1. PGD-{STEPS} (Linf, eps 8/255, step 1/255, random start), digits small-cnn, n={tp.n}, batch {BATCH}")
+        print(f"   median of {len(t.seconds['hand'])} interleaved rounds after a warm-up round; loading excluded")
+        print(f"   {'variant':<36}{'median s':>10}{'min-max s':>15}{'examples/s':>13}")
+        for label, key in (("robench attack_checkpoint", "robench"), ("hand-written torchattacks loop", "hand"), ("clean pass alone", "clean")):
+            print(f"   {label:<36}{t.median(key):>10.3f}{t.spread(key):>15}{tp.rate(key):>13.1f}")
+        adjusted_rate = tp.n / tp.adjusted_seconds
+        print(f"   {'robench minus the clean pass':<36}{tp.adjusted_seconds:>10.3f}{'':>15}{adjusted_rate:>13.1f}")
+        ratio_raw = tp.rate("robench") / tp.rate("hand")
+        ratio_adj = adjusted_rate / tp.rate("hand")
+        paired = statistics.median(h / (r - c) for r, h, c in zip(t.seconds["robench"], t.seconds["hand"], t.seconds["clean"]))
+        verdict = lambda r: "met" if r >= 0.97 else "NOT met"  # noqa: E731
+        print(f"   ratio robench / hand, end to end                {ratio_raw:6.3f}   target >= 0.97 {verdict(ratio_raw)}")
+        print(f"   ratio robench / hand, clean pass excluded       {ratio_adj:6.3f}   target >= 0.97 {verdict(ratio_adj)}  (the like-for-like one)")
+        print(f"     same, median of per-round ratios              {paired:6.3f}")
+        same = "identical" if abs(tp.robench_acc - tp.hand_acc) < 1e-12 else "DIFFERENT"
+        print(f"   robust accuracy: robench {tp.robench_acc:.4f}, hand {tp.hand_acc:.4f} ({same})")
+        print()
+        summary += [
+            ("PGD-20 robench examples/s, end to end", f"{tp.rate('robench'):.1f}"),
+            ("PGD-20 robench examples/s, clean pass excluded", f"{adjusted_rate:.1f}"),
+            ("PGD-20 hand-written torchattacks examples/s", f"{tp.rate('hand'):.1f}"),
+            ("ratio robench / hand, end to end", f"{ratio_raw:.3f}"),
+            ("ratio robench / hand, clean pass excluded", f"{ratio_adj:.3f}"),
+        ]
+    if eot is not None:
+        e = eot.timings
+        print(f"2. EOT cost: PGD-{STEPS} against tensor-dropout theta 0.8 (digits small-cnn), n={eot.n}, runs=1")
+        print(f"   median of {len(e.seconds['eot=1'])} interleaved rounds; loading excluded; row s = the row's own `seconds` (crafting + evaluation)")
+        print(f"   {'variant':<12}{'call s':>10}{'min-max s':>18}{'row s':>10}")
+        for key in ("eot=1", "eot=10"):
+            print(f"   {key:<12}{e.median(key):>10.2f}{e.spread(key):>18}{statistics.median(eot.row_seconds[key]):>10.2f}")
+        print(f"   ratio eot=10 / eot=1: call {eot.ratio():.2f}x, row {eot.row_ratio():.2f}x   (expected about 10x, not more)")
+        print()
+        summary += [
+            ("EOT eot=1 seconds", f"{e.median('eot=1'):.2f}"),
+            ("EOT eot=10 seconds", f"{e.median('eot=10'):.2f}"),
+            ("EOT ratio eot=10 / eot=1", f"{eot.ratio():.2f}x"),
+        ]
+    if mem is not None:
+        print(f"3. peak RSS of `robench attack` as a fresh child ({mem.method}), median of {len(mem.peaks['--n 1000'])} run(s)")
+        print(f"   MNIST {MEMORY_ARCH} (1 epoch, --train-size 2000), --suite fgsm --eps 8/255 --batch-size 256;")
+        print(f"   MNIST tensors once loaded: {mem.dataset_mib:.1f} MiB (float32 train + test)")
+        print(f"   {'command':<50}{'peak MiB':>10}{'wall s':>9}")
+        for label in mem.peaks:
+            shown = "reference: import robench, load_dataset('mnist')" if label == "load only" else f"robench attack --suite fgsm {label}"
+            print(f"   {shown:<50}{mem.median(label):>10.1f}{statistics.median(mem.walls[label]):>9.1f}")
+        small, large, base = mem.median("--n 1000"), mem.median("--n 10000"), mem.median("load only")
+        print(f"   difference --n 10000 minus --n 1000: {large - small:+.1f} MiB ({100 * (large - small) / small:+.1f}%)")
+        print(f"   above the load-only reference: --n 1000 {small - base:+.1f} MiB, --n 10000 {large - base:+.1f} MiB")
+        print()
+        summary += [
+            ("peak RSS --n 1000 (MiB)", f"{small:.1f}"),
+            ("peak RSS --n 10000 (MiB)", f"{large:.1f}"),
+            ("peak RSS difference (MiB)", f"{large - small:+.1f}"),
+        ]
+    elif memory_skipped:
+        print(f"3. peak RSS: skipped ({memory_skipped})")
+        print()
+    summary.append(("benchmark wall time, training included (s)", f"{total:.0f}"))
+    print("summary")
+    print("-" * width)
+    for label, value in summary:
+        print(f"   {label:<58}{value:>14}")
+    print("-" * width)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
