@@ -20,21 +20,33 @@ SGD step, the same for every variant. All models are in train mode (batch-norm s
 update; both tensor-dropout variants sample a fresh weight every forward pass).
 
     python benchmarks/tensor_dropout_overhead.py --batch 128 --repeats 5 --warmup 1
+
+OpenMP wait policy: unless OMP_WAIT_POLICY is already set, this script sets it to PASSIVE
+before torch starts its thread pool. On a machine whose cores are shared with other busy
+processes, the default (spinning) policy makes every parallel region wait for a descheduled
+worker thread, so each short op costs ~10-30 ms whatever its size: the step time then mostly
+counts ops, not work, and swings with the other processes' load (on 2 shared cores, 2 threads,
+batch 128, robench/dense ranged 0.79-1.40 across runs of the same code with the spinning policy,
+against a steady 0.63 with PASSIVE, close to the 0.65 of a single thread). Run with
+OMP_WAIT_POLICY=ACTIVE to measure the default. The header prints the policy in effect.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see the docstring
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -133,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         optimizer = None if args.no_optimizer else torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
         steps[name] = make_step(model, x, y, optimizer, device)
 
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, batch {args.batch}, "
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()} "
+          f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), batch {args.batch}, "
           f"repeats {args.repeats} (+{args.warmup} warmup), theta {args.theta}, rank {args.rank}, robench {args.robench_impl}, "
           f"step = forward + backward{'' if args.no_optimizer else ' + SGD'}")
     names = list(steps)

@@ -123,7 +123,7 @@ def train(
     train_size: Optional[int] = typer.Option(None, "--train-size", help="Train on a seeded, class-stratified subset of this many examples."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from this checkpoint's weights (dense ones are Tucker-decomposed for tensor-dropout)."),
     name: Optional[str] = typer.Option(None, "--name", help="Checkpoint name [default: derived from the settings].", show_default=False),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint of the same name trained with other settings."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint of the same name trained with other settings (same settings: resume or reuse)."),
     compile: bool = typer.Option(False, "--compile", help="Run the model under torch.compile."),
     workspace: Optional[Path] = WorkspaceOpt,
     data_dir: Optional[Path] = DataDirOpt,
@@ -201,7 +201,7 @@ def attack(
     specs = parse_suite(suite)
     plan = AttackRun(
         suite=specs, eps=parse_eps_list(eps), n=n, seed=seed, runs=runs, steps=steps,
-        step_size=parse_eps(step_size) if step_size else None, batch_size=batch_size, threat=threat,
+        step_size=parse_eps(step_size, "--step-size") if step_size else None, batch_size=batch_size, threat=threat,
         eot=eot, bpda=bpda, restarts=restarts, targeted=targeted, norm=norm, source=source,
         options=parse_attack_options(attack_opt or [], specs),
     )
@@ -216,7 +216,8 @@ def attack(
         table.add_column(column, justify="left" if column == "attack" else "right")
     for row in rows:
         spread = (lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}") if row["runs"] > 1 else (lambda m, s: f"{100 * m:.1f}")
-        cells = [row["attack"], "-" if row["eps"] is None else f"{row['eps'] * 255:g}/255", str(row["steps"] or "-"), str(row["eot"]),
+        eps_text = "-" if row["eps"] is None else (f"{row['eps']:g}" if row["norm"] == "L2" else f"{row['eps'] * 255:g}/255")
+        cells = [row["attack"], eps_text, str(row["steps"] or "-"), str(row["eot"]),
                  spread(row["clean_acc"], row["clean_acc_std"]), spread(row["robust_acc"], row["robust_acc_std"])]
         if row["runs"] > 1:
             cells.append(f"{100 * row['robust_majority']:.1f}")
@@ -318,7 +319,7 @@ def list_(
 def bench_run(
     name: str = typer.Argument(..., help="Suite name in benchmarks.toml."),
     file: Path = typer.Option(Path("benchmarks.toml"), "--file", help="The suites file."),
-    retrain: bool = typer.Option(False, "--retrain", help="Retrain checkpoints whose settings changed instead of stopping."),
+    retrain: bool = typer.Option(False, "--retrain", help="Retrain checkpoints whose settings changed instead of stopping (unchanged ones are reused)."),
     workspace: Optional[Path] = WorkspaceOpt,
     data_dir: Optional[Path] = DataDirOpt,
     download: bool = DownloadOpt,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 
 import torch
@@ -25,7 +26,8 @@ def accuracy_over_runs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, runs:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
     import platform
 
     from importlib.metadata import PackageNotFoundError, version
@@ -36,7 +38,12 @@ def versions() -> dict[str, str]:
             found[package] = version(package)
         except PackageNotFoundError:
             found[package] = "unknown"
-    return found
+    return tuple(found.items())
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in every checkpoint and result row (read once per process)."""
+    return dict(_versions())
 
 
 def resolve_device(name: str) -> torch.device:

@@ -173,19 +173,22 @@ def train(
     overwrite: bool = False,
 ) -> TrainResult:
     console = console or Console(stderr=True)
-    name = name or config.default_name()
-    run_dir = workspace.checkpoint_dir(name)
     torch_device = resolve_device(device)
     dataset = load_dataset(config.dataset, data_dir, download)
+    # Canonical dataset name first, so `MNIST` and `mnist` give one name and one hash.
     config.dataset = dataset.name
+    name = name or config.default_name()
+    run_dir = workspace.checkpoint_dir(name)
     config_hash = config.config_hash()
 
     existing = None
-    if (run_dir / "meta.json").is_file() and not overwrite:
+    if (run_dir / "meta.json").is_file():
         existing = workspace.read_meta(name)
         if existing.get("config_hash") != config_hash:
-            raise RobenchError(f"checkpoint {name!r} already exists with other settings; pick another --name or pass --overwrite to replace it")
-        if existing.get("status") == "complete":
+            if not overwrite:
+                raise RobenchError(f"checkpoint {name!r} already exists with other settings; pick another --name or pass --overwrite (bench: --retrain) to replace it")
+            existing = None
+        elif existing.get("status") == "complete":
             return TrainResult(name, existing, existing["epochs_done"], skipped=True)
 
     meta: dict[str, Any] = existing or {

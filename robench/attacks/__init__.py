@@ -301,18 +301,18 @@ def parse_attack_options(items: list[str], suite: list[AttackSpec]) -> dict[str,
     return options
 
 
-def parse_eps(text: str) -> float:
+def parse_eps(text: str, option: str = "--eps") -> float:
     """`8/255` or a decimal in the input's units ([0, 1] images); a bare integer above 1 is a
     mistake (pixels on the 0..255 scale) that we refuse rather than guess."""
     raw = text.strip()
     try:
         value = float(Fraction(raw)) if "/" in raw else float(raw)
     except (ValueError, ZeroDivisionError):
-        raise RobenchError(f"--eps {raw!r} is not a number; write it as a fraction like 8/255 or a decimal like 0.03") from None
+        raise RobenchError(f"{option} {raw!r} is not a number; write it as a fraction like 8/255 or a decimal like 0.03") from None
     if not math.isfinite(value) or value < 0:
-        raise RobenchError(f"--eps {raw!r} must be a finite number >= 0")
+        raise RobenchError(f"{option} {raw!r} must be a finite number >= 0")
     if value > 1 and raw.isdigit():
-        raise RobenchError(f"--eps {raw!r} is larger than the [0, 1] image range; did you mean {raw}/255?")
+        raise RobenchError(f"{option} {raw!r} is larger than the [0, 1] image range; did you mean {raw}/255?")
     # Decimals above 1 are legitimate L2 budgets; Linf attacks refuse them (AttackRun).
     return value
 

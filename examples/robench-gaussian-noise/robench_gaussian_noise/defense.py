@@ -7,17 +7,18 @@ must be averaged over runs). This is the noise-augmentation half of randomized s
 (Lecuyer et al., S&P 2019; Cohen et al., ICML 2019) without the certified majority vote: one
 noisy sample per prediction.
 
-The whole defense is one hook (`preprocess`) plus one declared parameter; robench turns the
-parameter into the `--sigma` option of `robench train` and the `params = { sigma = ... }` key
-of benchmarks.toml, validates it, records it in meta.json and rebuilds the defense from there
-when the checkpoint is attacked.
+The defense is one declared parameter and one hook (`preprocess`), plus `derandomize` for the
+omniscient attacker. robench turns the parameter into the `--sigma` option of `robench train`
+and the `params = { sigma = ... }` key of benchmarks.toml, validates it, records it in
+meta.json and rebuilds the defense from there when the checkpoint is attacked.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
-from robench.defenses.base import Defense, Param
+from robench.defenses.base import Defense, Param, Preprocessed
 
 
 def _sigma_in_range(value: float) -> str | None:
@@ -39,7 +40,7 @@ class GaussianNoise(Defense):
 
     @property
     def stochastic(self) -> bool:
-        # Random predictions at test time: `robench attack` repeats each attack --runs times.
+        # Random predictions at test time: `robench attack` uses EOT and --runs evaluations.
         return self.sigma > 0
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,3 +48,13 @@ class GaussianNoise(Defense):
         if self.sigma == 0:
             return x
         return (x + self.sigma * torch.randn_like(x)).clamp(0.0, 1.0)
+
+    def derandomize(self, model: nn.Module) -> None:
+        # `--threat omniscient` crafts on a deep copy of the defended model with the randomness
+        # off. The copy holds its own copies of the defenses, inside the Preprocessed wrapper
+        # that robench put around the network; switch the noise off there.
+        for module in model.modules():
+            if isinstance(module, Preprocessed):
+                for defense in module._defenses:
+                    if isinstance(defense, GaussianNoise):
+                        defense.sigma = 0.0
