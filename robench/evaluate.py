@@ -80,11 +80,11 @@ class AttackRun:
         raw = str(self.options.get(spec.name, {}).get("project", "false")).strip().lower()
         return raw in {"1", "true", "yes", "on"}
 
-    def settings(self, spec: AttackSpec, eps: float, num_classes: int, eot: int) -> AttackSettings:
+    def settings(self, spec: AttackSpec, eps: float, num_classes: int, eot: int, stochastic: bool = True) -> AttackSettings:
         return AttackSettings(
             eps=eps, norm=self.norm, steps=self.steps, step_size=self.step_size, restarts=self.restarts,
-            seed=self.seed, num_classes=num_classes, eot=eot, targeted=self.targeted,
-            options=self.options.get(spec.name, {}),
+            seed=self.seed, num_classes=num_classes, eot=eot if eot > 1 else (self.eot or 1), targeted=self.targeted,
+            options=self.options.get(spec.name, {}), stochastic=stochastic,
         )
 
 
@@ -176,7 +176,8 @@ def attack_checkpoint(
         task = progress.add_task(f"attack {name}", total=len(jobs) * len(batches))
         for spec, eps in jobs:
             view = views[spec.name]
-            settings = plan.settings(spec, eps, meta["num_classes"], view.eot)
+            stochastic_view = crafting.defense.stochastic and plan.threat != "omniscient"
+            settings = plan.settings(spec, eps, meta["num_classes"], view.eot, stochastic_view)
             steps, step_size = spec.described_steps(settings)
             label = f"{spec.name} eps={eps * 255:g}/255" if plan.bounded(spec) else spec.name
             cache = _cache_path(workspace, plan, spec, settings, data.name, len(y_all)) if source else None
@@ -234,7 +235,7 @@ def attack_checkpoint(
 def _eot_used(spec: AttackSpec, settings: AttackSettings, view_eot: int) -> int:
     """Gradient samples per step: the wrapper's, or the attack's own (eot-pgd, aa-rand)."""
     if spec.own_eot:
-        return settings.eot if settings.eot > 1 else int(spec.resolved_options(settings)["eot_iter"])
+        return settings.own_eot(int(spec.resolved_options(settings)["eot_iter"]))
     return view_eot
 
 

@@ -48,6 +48,14 @@ class AttackSettings:
     eot: int = 1
     targeted: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    # False for a deterministic model: attacks with their own EOT then take one sample, since
+    # averaging identical gradients only multiplies the cost.
+    stochastic: bool = True
+
+    def own_eot(self, default: int) -> int:
+        if not self.stochastic:
+            return 1
+        return self.eot if self.eot > 1 else default
 
 
 @dataclass(frozen=True)
@@ -170,7 +178,7 @@ def _autoattack(model: nn.Module, s: AttackSettings, o: dict[str, Any]) -> Craft
 
 def _autoattack_rand(model: nn.Module, s: AttackSettings, o: dict[str, Any]) -> Craft:
     components = [
-        torchattacks.APGD(model, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss=loss, eot_iter=o["eot_iter"])
+        torchattacks.APGD(model, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss=loss, eot_iter=s.own_eot(o["eot_iter"]))
         for loss in ("ce", "dlr")
     ]
     return _cascade(model, components, s.num_classes)
@@ -255,8 +263,8 @@ ATTACKS: dict[str, AttackSpec] = {
         _spec("spsa", "SPSA (gradient-free): 100 iterations, 128 samples, delta 0.01, lr 0.01", ["Linf"],
               lambda m, s, o: torchattacks.SPSA(m, eps=s.eps, delta=o["delta"], lr=o["lr"], nb_iter=o["steps"], nb_sample=o["samples"], max_batch_size=o["max_batch_size"]),
               {"steps": 100, "samples": 128, "delta": 0.01, "lr": 0.01, "max_batch_size": 64}),
-        _spec("eot-pgd", "PGD whose every step averages the gradient over --eot samples (default 20)", ["Linf"],
-              lambda m, s, o: torchattacks.EOTPGD(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], eot_iter=max(s.eot, 1) if s.eot > 1 else o["eot_iter"], random_start=True),
+        _spec("eot-pgd", "PGD whose every step averages the gradient over --eot samples (default 20; 1 on a deterministic model)", ["Linf"],
+              lambda m, s, o: torchattacks.EOTPGD(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], eot_iter=s.own_eot(o["eot_iter"]), random_start=True),
               {**_PAPER_STEPS, "eot_iter": 20}, iterative=True, own_eot=True),
     )
 }
