@@ -464,7 +464,7 @@ def report(tp: ThroughputResult | None, eot: EotResult | None, mem: MemoryResult
             shown = labels[key].replace("attack_checkpoint, ", "").replace(" (no tty)", "")
             print(f"   {shown + ' minus clean pass':<44}{tp.adjusted_seconds(key):>9.3f}{'':>14}{tp.n / tp.adjusted_seconds(key):>11.1f}")
         mark = lambda r: f"{r:.4f} {'ok ' if r >= 0.97 else 'LOW'}"  # noqa: E731
-        print(f"   ratio robench / hand in examples/s (target >= 0.97; LOW = below)")
+        print("   ratio robench / hand in examples/s (target >= 0.97; LOW = below)")
         print(f"   {'':<44}{'end to end':>14}{'clean pass excluded':>22}")
         ratios = {}
         for key in ("robench", "robench-nobar"):

@@ -151,8 +151,12 @@ def attack_checkpoint(
     batches = [(start, min(start + plan.batch_size, len(y_all))) for start in range(0, len(y_all), plan.batch_size)]
 
     crafting = source or target
-    views = {spec.name: attacker_view(crafting.model, crafting.defense, "white-box" if source else plan.threat, plan.eot, plan.bpda, spec.own_eot) for spec in plan.suite}
-    for note in dict.fromkeys(n for v in views.values() for n in v.notes):
+    # The view depends on the attack only through whether it brings its own EOT; building one
+    # per kind avoids re-copying the model (omniscient) for every attack of the suite.
+    threat = "white-box" if source else plan.threat
+    view_by_eot = {own: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own) for own in {s.own_eot for s in plan.suite}}
+    views = {spec.name: view_by_eot[spec.own_eot] for spec in plan.suite}
+    for note in dict.fromkeys(n for v in view_by_eot.values() for n in v.notes):
         console.print(f"[cyan]note:[/] {note}")
 
     clean = _Tally(runs)

@@ -249,7 +249,7 @@ def train(
             generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             progress.reset(batch_task, total=n_batches)
             forward_model.train()
-            loss_sum, correct, seen = 0.0, 0, 0
+            loss_sum, seen = 0.0, 0
             for index in _batches(len(train_x), config.batch_size, generator):
                 x = _augment(dataset, train_x[index], generator).to(torch_device)
                 y = train_y[index].to(torch_device)

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from robench.errors import RobenchError
+from robench.errors import RobenchError, unknown_name
 
 FORMAT = "robench-checkpoint/1"
 RESULT_COLUMNS = [
@@ -118,8 +118,6 @@ class Workspace:
         path = self.checkpoint_dir(name) / "meta.json"
         if not path.is_file():
             known = self.checkpoint_names()
-            from robench.errors import unknown_name
-
             if known:
                 raise unknown_name(f"checkpoint in {self.root}", name, known)
             raise RobenchError(f"no checkpoint {name!r} in {self.root}: train one with `robench train --name {name}` or pass --workspace")

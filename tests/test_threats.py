@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from robench.defenses.base import Defense
-from robench.errors import RobenchError
 
 # Every attack at a budget that breaks the undefended digits CNN, shrunk to run in seconds.
 FAST = [

@@ -36,7 +36,7 @@ def test_digits_baseline_learns(workspace):
 
 def test_resume_continues_from_last_completed_epoch(workspace, monkeypatch):
     config = dict(epochs=3, defense="tensor-dropout", defense_params={"theta": 0.9})
-    straight = train(TrainConfig(**config), workspace, name="straight")
+    train(TrainConfig(**config), workspace, name="straight")
 
     import robench.train as train_module
 

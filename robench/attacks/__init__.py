@@ -189,8 +189,7 @@ def _cascade(model: nn.Module, components: list[Any], num_classes: int) -> Craft
     forward pass of the attacker's view of the model (which averages EOT samples for a
     stochastic model); the final verdict is the runner's majority vote over --runs."""
     for component in components:
-        if hasattr(component, "n_target_classes"):
-            component.n_target_classes = min(9, num_classes - 1)
+        _cap_targets(component, num_classes)
 
     def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         adv = x.clone()
@@ -242,10 +241,10 @@ ATTACKS: dict[str, AttackSpec] = {
               lambda m, s, o: torchattacks.APGD(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss="dlr"),
               {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
         _spec("apgd-t", "Targeted Auto-PGD (DLR), 100 iterations over the 9 most likely other classes", ["Linf", "L2"],
-              lambda m, s, o: _targets(torchattacks.APGDT(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, n_classes=s.num_classes), s),
+              lambda m, s, o: _cap_targets(torchattacks.APGDT(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, n_classes=s.num_classes), s.num_classes),
               {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
         _spec("fab", "FAB (minimal-norm boundary attack), 100 iterations; fab.targeted=true for FAB-T", ["Linf", "L2"],
-              lambda m, s, o: _targets(torchattacks.FAB(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, multi_targeted=o["targeted"], n_classes=s.num_classes), s),
+              lambda m, s, o: _cap_targets(torchattacks.FAB(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, multi_targeted=o["targeted"], n_classes=s.num_classes), s.num_classes),
               {"steps": 100, "targeted": False}, iterative=True, targetable=False, native_restarts=True),
         _spec("square", "Square Attack (score-based, gradient-free), 5000 queries", ["Linf", "L2"],
               lambda m, s, o: torchattacks.Square(m, norm=o["norm"], eps=s.eps, n_queries=o["n_queries"], n_restarts=s.restarts, seed=s.seed),
@@ -270,9 +269,10 @@ ATTACKS: dict[str, AttackSpec] = {
 }
 
 
-def _targets(attack: Any, settings: AttackSettings) -> Any:
+def _cap_targets(attack: Any, num_classes: int) -> Any:
+    """APGD-T and FAB-T target the 9 most likely other classes, fewer when there are fewer."""
     if hasattr(attack, "n_target_classes"):
-        attack.n_target_classes = min(9, settings.num_classes - 1)
+        attack.n_target_classes = min(9, num_classes - 1)
     return attack
 
 
