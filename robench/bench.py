@@ -34,12 +34,12 @@ from robench.errors import RobenchError, unknown_name
 
 TRAIN_KEYS = {
     "dataset": str, "arch": str, "defense": str, "params": dict, "epochs": int, "optimizer": str,
-    "lr": float, "momentum": float, "weight_decay": float, "batch_size": int, "schedule": list,
+    "lr": float, "momentum": float, "weight_decay": float, "batch_size": int, "schedule": list, "gamma": float,
     "seed": int, "train_size": int, "init": str,
 }
 ATTACK_KEYS = {
     "attacks": list, "eps": list, "n": int, "runs": int, "steps": int, "step_size": float, "attack_seed": int,
-    "threat": str, "eot": int, "restarts": int, "targeted": str, "norm": str, "source": str, "attack_options": dict,
+    "threat": str, "eot": int, "restarts": int, "targeted": str, "norm": str, "source": str, "attack_options": dict, "ste": str,
 }
 RUN_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "name": str, "expect": dict}
 SUITE_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "description": str, "include": list, "run": list, "reference": str}
@@ -210,7 +210,7 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
             n=s.get("n", 1000), seed=s.get("attack_seed", 0), runs=s.get("runs", 10),
             steps=s.get("steps"), step_size=s.get("step_size"), threat=s.get("threat", "white-box"),
             eot=s.get("eot"), restarts=s.get("restarts", 1), targeted=s.get("targeted"), norm=s.get("norm"),
-            source=s.get("source"), options=options,
+            source=s.get("source"), options=options, ste=s.get("ste"),
         )
         rows = attack_checkpoint(workspace, run.name, plan, data_dir=data_dir, download=download, device=device, console=console)
         all_rows.extend(rows)

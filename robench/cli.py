@@ -117,7 +117,8 @@ def train(
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9) or adam."),
     weight_decay: float = typer.Option(5e-4, "--weight-decay", help="Weight decay (the paper's CIFAR-10 recipe uses 1e-6)."),
-    schedule: Optional[str] = typer.Option(None, "--schedule", help="Epochs where the lr drops x0.1, e.g. 150,250; 'none' keeps it constant [default: at 150/350 and 250/350 of --epochs, as the paper].", show_default=False),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="Epochs where the lr is multiplied by --gamma, e.g. 150,250; 'none' keeps it constant [default: at 150/350 and 250/350 of --epochs, as the paper].", show_default=False),
+    gamma: float = typer.Option(0.1, "--gamma", help="Factor applied to the lr at each --schedule epoch (BPFC's recipe: 0.2, i.e. lr/5, /25, /125)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (weights, shuffling, dropout masks)."),
     train_size: Optional[int] = typer.Option(None, "--train-size", help="Train on a seeded, class-stratified subset of this many examples."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from this checkpoint's weights (dense ones are Tucker-decomposed for tensor-dropout)."),
@@ -144,7 +145,7 @@ def train(
     config = TrainConfig(
         dataset=dataset, arch=arch, defense=defense, defense_params=_defense_options(ctx.args), epochs=epochs,
         optimizer=optimizer, lr=lr, weight_decay=weight_decay, batch_size=batch_size, schedule=milestones,
-        seed=seed, train_size=train_size, init=init,
+        gamma=gamma, seed=seed, train_size=train_size, init=init,
     )
     ws = _workspace(workspace)
     result = run_training(config, ws, name=name, data_dir=_data_dir(data_dir), download=download, device=device, compile=compile, console=err, overwrite=overwrite)
@@ -176,6 +177,7 @@ def attack(
     restarts: int = typer.Option(1, "--restarts", help="Random restarts; each example keeps its strongest candidate."),
     targeted: Optional[str] = typer.Option(None, "--targeted", help="random or least-likely target class (attacks that support it)."),
     norm: Optional[str] = typer.Option(None, "--norm", help="Linf or L2, for attacks that support both [default: each attack's own].", show_default=False),
+    ste: Optional[str] = typer.Option(None, "--ste", help="Gradient of sgn in binary (XNOR) layers for the attacker: id (clipped identity), tanh or tanh0.75 [default: the one the model trained with].", show_default=False),
     attack_opt: Optional[list[str]] = typer.Option(None, "--attack-opt", help="ATTACK.OPTION=VALUE, e.g. pgd.steps=500 (repeatable; see `robench list attacks -v`)."),
     n: Optional[int] = typer.Option(1000, "--n", help="Number of test examples (a seeded, class-stratified subset)."),
     runs: int = typer.Option(10, "--runs", help="Evaluations of each example for a stochastic defense (mean, std and majority vote)."),
@@ -202,7 +204,7 @@ def attack(
         suite=specs, eps=parse_eps_list(eps), n=n, seed=seed, runs=runs, steps=steps,
         step_size=parse_eps(step_size, "--step-size") if step_size else None, batch_size=batch_size, threat=threat,
         eot=eot, bpda=bpda, restarts=restarts, targeted=targeted, norm=norm, source=source,
-        options=parse_attack_options(attack_opt or [], specs),
+        options=parse_attack_options(attack_opt or [], specs), ste=ste,
     )
     ws = _workspace(workspace)
     rows = attack_checkpoint(ws, checkpoint, plan, data_dir=_data_dir(data_dir), download=download, dataset=dataset, device=device, console=err)
@@ -266,6 +268,81 @@ def report(
     else:
         write_output(text, output)
         out.print(f"wrote {output}")
+
+
+@app.command(epilog=(
+    "[bold]Examples[/]\n\n"
+    "  robench decompose -c cifar10-vgg16 --method l1 --rank 0.5\n\n"
+    "  robench decompose -c cifar10-vgg16 --method l2 --nonlinear --rank 1/4\n\n"
+    "  robench decompose -c mnist-lenet --method l1 --rank 0.5,conv3=0.25 --skip none --samples 20000\n\n"
+    "  robench train --dataset cifar10 --arch vgg16 --init cifar10-vgg16-l1-r0.5 --epochs 30 --lr 1e-5 --schedule 20 --batch-size 128 --weight-decay 0"
+))
+@user_errors
+def decompose(
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Trained checkpoint to decompose."),
+    method: str = typer.Option("l1", "--method", "-m", help="l1 (thesis Algorithm 1), l2 (NL2A), tucker2 or cp."),
+    rank: str = typer.Option("0.5", "--rank", "-r", help="Fraction m/n of each layer's filters kept, e.g. 0.5 or 1/4, and/or per layer: conv3=0.25."),
+    samples: int = typer.Option(100_000, "--samples", help="Output points sampled from the training data per layer (the thesis: 100,000)."),
+    skip: str = typer.Option("first,last", "--skip", help="Conv layers left as they are: first, last, conv names, or none."),
+    nonlinear: bool = typer.Option(False, "--nonlinear", help="l2 only: NL2A's ReLU-aware approximation instead of the linear one."),
+    two_step: bool = typer.Option(False, "--two-step", help="Iterative two-step: fine-tune briefly after each decomposed layer."),
+    two_step_batches: int = typer.Option(200, "--two-step-batches", help="SGD batches of each --two-step fine-tune."),
+    two_step_lr: float = typer.Option(1e-3, "--two-step-lr", help="Learning rate of each --two-step fine-tune."),
+    lam: Optional[float] = typer.Option(None, "--lambda", help="l1: weight of ||E||_1 [default: 1/sqrt(max(n, samples))].", show_default=False),
+    tol: float = typer.Option(1e-4, "--tol", help="l1: stop when ||Z - MH - E||_F / ||Z||_F falls below this (eq. 2.20)."),
+    max_iter: int = typer.Option(500, "--max-iter", help="l1: iteration cap of the ADM."),
+    seed: int = typer.Option(0, "--seed", help="Seed for sampling and fine-tuning."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Images per forward pass while sampling and fine-tuning."),
+    test_size: Optional[int] = typer.Option(None, "--test-size", help="Measure clean accuracy on a class-stratified subset of the test split [default: all of it].", show_default=False),
+    speed: bool = typer.Option(True, "--speed/--no-speed", help="Measure CPU latency (batch 1) and throughput (batch 128) of both models."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the new checkpoint [default: SOURCE-METHOD-rRANK].", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint of that name."),
+    workspace: Optional[Path] = WorkspaceOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    download: bool = DownloadOpt,
+) -> None:
+    """Replace conv layers by m basis filters + a 1x1 combination (thesis ch. 2) and save the result as a new checkpoint.
+
+    Prints per-layer FLOPs and error ratios and whole-model parameters, FLOPs, accuracy and CPU
+    speed; rows are appended to WORKSPACE/decompositions/*.csv. Fine-tune the result with
+    `robench train --init NAME`; attack and report it like any checkpoint.
+    """
+    from robench.decompose import DecomposeConfig, decompose_checkpoint
+
+    config = DecomposeConfig(
+        method=method, rank=rank, samples=samples, skip=skip, nonlinear=nonlinear, two_step=two_step,
+        two_step_batches=two_step_batches, two_step_lr=two_step_lr, lam=lam, tol=tol, max_iter=max_iter,
+        seed=seed, batch_size=batch_size,
+    )
+    ws = _workspace(workspace)
+    result = decompose_checkpoint(ws, checkpoint, config, name=name, data_dir=_data_dir(data_dir), download=download, console=err, overwrite=overwrite, test_size=test_size, measure_speed=speed)
+    if result.skipped:
+        out.print(f"already decomposed with these settings: [bold]{result.name}[/] (pass --overwrite to redo it)")
+    if result.layers:
+        table = Table(title=f"{result.name}: per layer (FLOPs = multiply-accumulates per image)", title_justify="left")
+        for column in ("layer", "shape", "rank", "FLOPs before", "FLOPs after", "ratio", "linear err", "ReLU err", "iters", "s"):
+            table.add_column(column, justify="left" if column in ("layer", "shape") else "right")
+        for row in result.layers:
+            table.add_row(
+                row["layer"], f"{row['in_channels']}->{row['out_channels']} {row['kernel']}", str(row["rank"]),
+                f"{row['flops_before']:.3g}", f"{row['flops_after']:.3g}", f"{row['flops_ratio']:.2f}",
+                f"{row['linear_error']:.3f}", f"{row['nonlinear_error']:.3f}", str(row["iterations"] or "-"), f"{row['seconds']:.1f}",
+            )
+        out.print(table)
+    s = result.summary
+    table = Table(title=f"{s['source']} -> {result.name} ({s['method']}, rank {s['rank']})", title_justify="left")
+    for column in ("model", "params", "FLOPs", "clean acc (%)", "latency b1 (ms)", "speedup", "img/s b128", "speedup "):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    timed = "speedup" in s
+    cell = lambda key, fmt: (fmt.format(s[key]) if key in s else "-")  # noqa: E731
+    table.add_row("original", f"{s['params_before']:,}", f"{s['flops_before']:.3g}", f"{100 * s['clean_acc_before']:.2f}",
+                  cell("latency_ms_original", "{:.2f}"), "1.00x" if timed else "-", cell("throughput_original", "{:.0f}"), "1.00x" if timed else "-")
+    table.add_row("decomposed", f"{s['params_after']:,}", f"{s['flops_after']:.3g} ({s['flops_ratio']:.2f})", f"{100 * s['clean_acc_after']:.2f}",
+                  cell("latency_ms_decomposed", "{:.2f}"), cell("speedup", "{:.2f}x"), cell("throughput_decomposed", "{:.0f}"), cell("throughput_speedup", "{:.2f}x"))
+    out.print(table)
+    if timed:
+        out.print(f"CPU timings: {s.get('threads')} thread(s), median of alternating rounds, accuracy on {s.get('test_size')} test images")
+    out.print(f"checkpoint: {ws.checkpoint_dir(result.name)}; fine-tune it with `robench train --init {result.name} --arch {s['arch']} --dataset {s['dataset']}`")
 
 
 @app.command("list", epilog=(

@@ -31,7 +31,9 @@ from robench.attacks import TARGET_MODES, AttackSettings, AttackSpec
 from robench.attacks.threats import THREATS, attacker_view
 from robench.checkpoint import LoadedCheckpoint, load_checkpoint
 from robench.data import load_dataset, subset
+from robench.defenses.binary import set_ste
 from robench.errors import RobenchError, unknown_name
+from robench.layers.xnor import STE_CHOICES
 from robench.metrics import resolve_device, versions
 from robench.workspace import Workspace, atomic_save_tensors, load_tensors
 
@@ -54,6 +56,7 @@ class AttackRun:
     norm: str | None = None
     source: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ste: str | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("--n", self.n), ("--runs", self.runs), ("--steps", self.steps), ("--eot", self.eot), ("--restarts", self.restarts), ("--batch-size", self.batch_size)):
@@ -67,6 +70,8 @@ class AttackRun:
             raise RobenchError("--threat black-box needs --source NAME (the substitute checkpoint), and --source needs --threat black-box")
         if self.targeted is not None and self.targeted not in TARGET_MODES:
             raise RobenchError(f"--targeted must be one of {', '.join(TARGET_MODES)}, got {self.targeted!r}")
+        if self.ste is not None and self.ste not in STE_CHOICES:
+            raise RobenchError(f"--ste must be one of {', '.join(STE_CHOICES)}, got {self.ste!r}")
         if self.norm is not None and self.norm not in ("Linf", "L2"):
             raise RobenchError(f"--norm must be Linf or L2, got {self.norm!r}")
         for spec in self.suite:
@@ -151,6 +156,8 @@ def attack_checkpoint(
     batches = [(start, min(start + plan.batch_size, len(y_all))) for start in range(0, len(y_all), plan.batch_size)]
 
     crafting = source or target
+    if plan.ste is not None and set_ste(crafting.model, plan.ste) == 0:
+        raise RobenchError(f"--ste picks the gradient of binary layers, and {crafting.name!r} ({crafting.meta['defense']}) has none; drop --ste")
     # The view depends on the attack only through whether it brings its own EOT; building one
     # per kind avoids re-copying the model (omniscient) for every attack of the suite.
     threat = "white-box" if source else plan.threat
@@ -214,7 +221,7 @@ def attack_checkpoint(
             rows.append({
                 **common, "attack": spec.name, "norm": spec.norm_for(settings), "eps": eps if plan.bounded(spec) else None,
                 "steps": steps, "step_size": step_size, "restarts": plan.restarts, "eot": _eot_used(spec, settings, view.eot), "bpda": view.bpda,
-                "attack_options": plan.options.get(spec.name, {}),
+                "attack_options": {**plan.options.get(spec.name, {}), **({"ste": plan.ste} if plan.ste else {})},
                 "robust_acc": result["mean"], "robust_acc_std": result["std"], "robust_majority": result["majority"],
                 "mean_linf": result["mean_linf"], "mean_l2": result["mean_l2"], "train_mode_left": left_in_train_mode,
                 "seconds": round(time.perf_counter() - started, 3),
@@ -227,7 +234,7 @@ def attack_checkpoint(
             rows.append({
                 **common, "attack": "worst-case", "norm": "/".join(sorted({s.norms[0] if not plan.norm else plan.norm for s in bounded})), "eps": eps,
                 "steps": None, "step_size": None, "restarts": plan.restarts, "eot": max(r["eot"] for r in rows if r["attack"] in {s.name for s in bounded}),
-                "bpda": any(views[s.name].bpda for s in bounded), "attack_options": {"suite": [s.name for s in bounded]},
+                "bpda": any(views[s.name].bpda for s in bounded), "attack_options": {"suite": [s.name for s in bounded], **({"ste": plan.ste} if plan.ste else {})},
                 "robust_acc": worst, "robust_acc_std": 0.0, "robust_majority": worst, "mean_linf": None, "mean_l2": None,
                 "train_mode_left": any(r["train_mode_left"] for r in rows), "seconds": 0.0,
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),

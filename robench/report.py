@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.table import Table
@@ -19,9 +20,9 @@ from robench.errors import RobenchError
 from robench.workspace import Workspace
 
 FORMATS = ("table", "csv", "markdown", "json")
-KEY = ["checkpoint", "attack", "eps", "norm", "threat_model", "source", "eot", "bpda", "restarts", "targeted"]
+KEY = ["checkpoint", "attack", "eps", "norm", "threat_model", "source", "eot", "bpda", "restarts", "targeted", "attack_options"]
 # Values a row from an older robench lacks; they match what that version did.
-DEFAULTS = {"stochastic": False, "norm": "Linf", "threat_model": "white-box", "source": "", "eot": 1, "bpda": False, "restarts": 1, "targeted": "", "num_classes": 10}
+DEFAULTS = {"stochastic": False, "norm": "Linf", "threat_model": "white-box", "source": "", "eot": 1, "bpda": False, "restarts": 1, "targeted": "", "num_classes": 10, "attack_options": "{}"}
 
 
 @dataclass
@@ -81,7 +82,18 @@ def row_label(row: pd.Series) -> str:
         parts.append(f"x{int(row['restarts'])}")
     if row["targeted"]:
         parts.append(f"targeted-{row['targeted']}")
+    ste = _option(row, "ste")
+    if ste:
+        parts.append(f"ste-{ste}")
     return " ".join(p for p in parts if p)
+
+
+def _option(row: pd.Series, key: str) -> Any:
+    try:
+        options = json.loads(row["attack_options"]) if isinstance(row["attack_options"], str) else {}
+    except json.JSONDecodeError:
+        return None
+    return options.get(key) if isinstance(options, dict) else None
 
 
 def pivot(df: pd.DataFrame) -> dict[str, pd.DataFrame]:

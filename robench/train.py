@@ -56,6 +56,8 @@ class TrainConfig:
         if self.lr is None:
             # SGD at 0.1 is the paper's recipe; Adam diverges at that rate.
             self.lr = 0.1 if self.optimizer == "sgd" else 1e-3
+        if not 0 < self.gamma <= 1:
+            raise RobenchError(f"--gamma must be in (0, 1], got {self.gamma}")
         if self.lr <= 0:
             raise RobenchError(f"--lr must be > 0, got {self.lr}")
         if self.schedule is None:
@@ -134,6 +136,10 @@ def _initial_model(config: TrainConfig, workspace: Workspace, meta: dict[str, An
     for key in ("arch", "dataset"):
         if source.get(key) != meta[key]:
             raise RobenchError(f"--init {config.init!r} was trained with {key} {source.get(key)!r}, not {meta[key]!r}; pick a checkpoint of the same {key}")
+    if source.get("decomposition"):
+        # A `robench decompose` checkpoint: fine-tuning keeps its decomposed layer structure.
+        meta["decomposition"] = source["decomposition"]
+        meta["decompose"] = {**source.get("decompose", {}), "fine_tuned_from": config.init}
     weights = load_tensors(workspace.checkpoint_dir(config.init) / "model.safetensors")
     model, _ = build_defended(meta)
     if set(weights) == set(model.state_dict()):
@@ -246,6 +252,7 @@ def train(
             lr = config.lr_at(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            stack.start_epoch(epoch, config.epochs)
             generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             progress.reset(batch_task, total=n_batches)
             forward_model.train()

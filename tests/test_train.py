@@ -17,7 +17,7 @@ def test_train_defaults_write_a_checkpoint(workspace, cli):
     assert meta["status"] == "complete" and meta["epochs_done"] == 2
     assert meta["arch"] == "small-cnn" and meta["dataset"] == "digits"
     assert meta["defense"] == "tensor-dropout"
-    assert meta["defense_params"] == {"theta": 0.8, "rank": 0.5, "spatial_rank": 1.0, "drop_spatial": False, "factorize_linear": False}
+    assert meta["defense_params"] == {"theta": 0.8, "rank": 0.5, "spatial_rank": 1.0, "drop_spatial": False, "factorize_linear": False, "factorization": "tucker"}
     assert meta["stochastic"] is True and meta["clean_acc_runs"] == 10
     assert [h["epoch"] for h in meta["history"]] == [1, 2]
     assert {"loss", "test_acc", "lr", "seconds"} <= set(meta["history"][0])

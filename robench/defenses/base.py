@@ -83,6 +83,10 @@ class Defense:
     - `stochastic`: True when the defended model's output is random at inference time
       (attacks then report accuracy averaged over runs).
     - `differentiable`: False when `preprocess` has no useful gradient (white-box needs BPDA).
+    - `needs_model`: True when `preprocess` needs the network behind it (its input gradient,
+      or whether it is training); it is then called as `preprocess(x, model=network)`.
+    - `preprocess_in_training`: False when training should see unprocessed inputs (a
+      preprocessing put in front of a normally trained network).
     """
 
     name: ClassVar[str] = ""
@@ -90,6 +94,11 @@ class Defense:
     paper: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     differentiable: ClassVar[bool] = True
+    needs_model: ClassVar[bool] = False
+
+    @property
+    def preprocess_in_training(self) -> bool:
+        return True
 
     def __init__(self, **values: Any) -> None:
         known = {p.name: p for p in self.params}
@@ -122,6 +131,11 @@ class Defense:
         """A differentiable stand-in for a non-differentiable `preprocess`, used for the
         backward pass of BPDA. None means the identity (straight-through)."""
         return None
+
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop before each epoch (0-based) of `epochs`; defenses whose
+        loss follows a schedule (BPFC's lambda steps) update it here. Resuming calls it again for
+        the resumed epoch, so a schedule must be a function of `epoch`, not a running state."""
 
     def derandomize(self, model: nn.Module) -> None:
         """Switch the randomness of this defense off, in place, on a copy of the built model
@@ -171,6 +185,10 @@ class DefenseStack:
         owners = [p for p in self.parts if p.owns_loss()]
         return (owners[0] if owners else Defense()).loss(model, x, y)
 
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        for part in self.parts:
+            part.start_epoch(epoch, epochs)
+
     def derandomized(self, model: nn.Module) -> nn.Module:
         import copy
 
@@ -196,13 +214,19 @@ class Preprocessed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for defense in self._defenses:
-            x = _straight_through(defense, x) if self.bpda and not defense.differentiable else defense.preprocess(x)
+            if self.training and not defense.preprocess_in_training:
+                continue
+            x = _straight_through(defense, x, self.model) if self.bpda and not defense.differentiable else _apply(defense, x, self.model)
         return self.model(x)
 
 
-def _straight_through(defense: Defense, x: torch.Tensor) -> torch.Tensor:
+def _apply(defense: Defense, x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    return defense.preprocess(x, model=model) if defense.needs_model else defense.preprocess(x)
+
+
+def _straight_through(defense: Defense, x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     with torch.no_grad():
-        exact = defense.preprocess(x)
+        exact = _apply(defense, x, model)
     surrogate = defense.bpda_approximation(x)
     surrogate = x if surrogate is None else surrogate
     return surrogate + (exact - surrogate).detach()

@@ -13,6 +13,9 @@ Readings of the paper, where it is silent:
   robench.layers.tucker), and tltorch, which the authors used, by default randomizes only modes of rank > 3.
 - theta is the keep probability ("Bernoulli distribution parametrized by probability theta"):
   theta = 0.8 drops about 20% of the latent components of each mode.
+- Matrix ablation (`--factorization matrix`, Table 7): only the output-channel mode is factorized
+  (rank `rank` x F) and randomized with the same theta; `--drop-spatial` and `--spatial-rank`
+  do not apply to it.
 - Grouped convolutions (none in the built-in architectures) are left dense.
 - Initialization: random (orthonormal factors, Kaiming-scaled core), or from a trained dense
   checkpoint by Tucker decomposition (`robench train --init NAME`), as the paper initializes
@@ -27,6 +30,13 @@ from robench.defenses.base import Defense, Param, in_unit_interval
 from robench.layers.tucker import TuckerConv2d, TuckerLinear, TuckerWeight, ranks_for
 
 
+FACTORIZATIONS = ("tucker", "matrix")
+
+
+def _factorization(value: str) -> str | None:
+    return None if value in FACTORIZATIONS else "must be one of " + ", ".join(FACTORIZATIONS)
+
+
 class TensorDropout(Defense):
     name = "tensor-dropout"
     summary = "Tucker-factorized layers with Bernoulli dropout on the latent core, at train and test time."
@@ -37,6 +47,7 @@ class TensorDropout(Defense):
         Param("spatial_rank", float, 1.0, "Tucker rank of the spatial modes, as a fraction of the kernel size", in_unit_interval),
         Param("drop_spatial", bool, False, "also randomize the spatial modes of conv kernels (eq. 3 taken literally)"),
         Param("factorize_linear", bool, False, "also factorize fully connected layers"),
+        Param("factorization", str, "tucker", "tucker (the method) or matrix (Table 7's ablation: only the output-channel mode of the unfolded kernel is factorized and randomized)", _factorization),
     )
 
     @property
@@ -59,12 +70,15 @@ class TensorDropout(Defense):
         set_theta(model, 1.0)
 
     def _factorized(self, layer: nn.Module, decompose: bool) -> nn.Module | None:
+        # The matrix case (section 6): W_(0) = U_F G with G of shape (R_F, C * H * W), i.e. eq. 3
+        # with M_C = M_H = M_W = U_C = U_H = U_W = I; the same theta on the one mode left.
+        factor_modes = (0,) if self.factorization == "matrix" else None
         if isinstance(layer, nn.Conv2d) and layer.groups == 1:
             ranks = ranks_for(layer.weight.shape, self.rank, self.spatial_rank)
-            return TuckerConv2d(layer, ranks, self.theta, decompose, self.drop_spatial).to(layer.weight.device)
+            return TuckerConv2d(layer, ranks, self.theta, decompose, self.drop_spatial, factor_modes).to(layer.weight.device)
         if self.factorize_linear and isinstance(layer, nn.Linear):
             ranks = ranks_for(layer.weight.shape, self.rank)
-            return TuckerLinear(layer, ranks, self.theta, decompose).to(layer.weight.device)
+            return TuckerLinear(layer, ranks, self.theta, decompose, factor_modes).to(layer.weight.device)
         return None
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import tensorly
 import torch
 import torch.nn.functional as F
-from tensorly.decomposition import tucker
+from tensorly.decomposition import partial_tucker, tucker
 from torch import nn
 
 
@@ -54,17 +54,26 @@ def _orthonormal(rows: int, cols: int) -> torch.Tensor:
 class TuckerWeight(nn.Module):
     """A weight tensor held as a Tucker core plus factors, sampled with tensor dropout."""
 
-    def __init__(self, shape: Sequence[int], ranks: Sequence[int], theta: float = 1.0, drop_modes: Sequence[int] | None = None) -> None:
+    def __init__(self, shape: Sequence[int], ranks: Sequence[int], theta: float = 1.0, drop_modes: Sequence[int] | None = None,
+                 factor_modes: Sequence[int] | None = None) -> None:
         super().__init__()
         if len(shape) != len(ranks):
             raise ValueError("one rank per mode is needed")
         self.shape = tuple(int(s) for s in shape)
-        self.ranks = tuple(int(r) for r in ranks)
+        # Modes without a factor keep their full size in the core (factor = identity): with only
+        # mode 0 factorized this is the matrix case of the paper's section 6 (Table 7).
+        self.factor_modes = tuple(range(len(shape))) if factor_modes is None else tuple(sorted(factor_modes))
+        self.ranks = tuple(int(r) if m in self.factor_modes else s for m, (s, r) in enumerate(zip(self.shape, ranks)))
         self.theta = float(theta)
         self.drop_modes = tuple(range(len(shape))) if drop_modes is None else tuple(drop_modes)
         self.core = nn.Parameter(torch.empty(self.ranks))
-        self.factors = nn.ParameterList(nn.Parameter(torch.empty(s, r)) for s, r in zip(self.shape, self.ranks))
+        self.factors = nn.ParameterList(nn.Parameter(torch.empty(self.shape[m], self.ranks[m])) for m in self.factor_modes)
         self.reset_parameters()
+
+    def factor_list(self) -> list[torch.Tensor | None]:
+        """One entry per mode: its factor, or None where the mode is not factorized."""
+        by_mode = dict(zip(self.factor_modes, self.factors))
+        return [by_mode.get(m) for m in range(len(self.shape))]
 
     @property
     def randomized_modes(self) -> tuple[int, ...]:
@@ -80,8 +89,8 @@ class TuckerWeight(nn.Module):
         core_std = target_std * math.sqrt(np.prod(self.shape) / np.prod(self.ranks))
         with torch.no_grad():
             self.core.normal_(0.0, core_std)
-            for factor, size, rank in zip(self.factors, self.shape, self.ranks):
-                factor.copy_(_orthonormal(size, rank))
+            for factor, mode in zip(self.factors, self.factor_modes):
+                factor.copy_(_orthonormal(self.shape[mode], self.ranks[mode]))
 
     @torch.no_grad()
     def init_from(self, weight: torch.Tensor) -> None:
@@ -89,7 +98,12 @@ class TuckerWeight(nn.Module):
         with tensorly.backend_context("numpy"), warnings.catch_warnings():
             # tensorly warns when a rank equals a mode's full size; that is the intended case.
             warnings.simplefilter("ignore", UserWarning)
-            core, factors = tucker(weight.detach().cpu().double().numpy(), rank=list(self.ranks), init="svd", n_iter_max=50, tol=1e-6)
+            array = weight.detach().cpu().double().numpy()
+            if len(self.factor_modes) == len(self.shape):
+                core, factors = tucker(array, rank=list(self.ranks), init="svd", n_iter_max=50, tol=1e-6)
+            else:
+                ranks = [self.ranks[m] for m in self.factor_modes]
+                (core, factors), _ = partial_tucker(array, rank=ranks, modes=list(self.factor_modes), init="svd", n_iter_max=50, tol=1e-6)
         self.core.copy_(torch.from_numpy(np.ascontiguousarray(core)).to(self.core))
         for param, factor in zip(self.factors, factors):
             param.copy_(torch.from_numpy(np.ascontiguousarray(factor)).to(param))
@@ -103,13 +117,14 @@ class TuckerWeight(nn.Module):
         rescaling 1 / theta^m that the caller must apply (it is folded into the smallest operand
         of the contraction rather than multiplied into the core)."""
         core = self.core
-        factors = list(self.factors)
+        factors = self.factor_list()
         # No `self.training` check: the defense randomizes at inference too.
         modes = self.randomized_modes
         for mode in modes:
             kept = (torch.rand(self.ranks[mode], device=core.device) < self.theta).nonzero().squeeze(1)
             core = core.index_select(mode, kept)
-            factors[mode] = factors[mode].index_select(1, kept)
+            if factors[mode] is not None:
+                factors[mode] = factors[mode].index_select(1, kept)
         return core, factors, self.theta ** -len(modes) if modes else 1.0
 
 
@@ -204,14 +219,18 @@ class TuckerConv2d(nn.Module):
 
     implementation: str = "auto"  # "auto" | "reconstructed" | "factorized"
 
-    def __init__(self, conv: nn.Conv2d, ranks: Sequence[int], theta: float, decompose: bool, drop_spatial: bool = True) -> None:
+    def __init__(self, conv: nn.Conv2d, ranks: Sequence[int], theta: float, decompose: bool, drop_spatial: bool = True,
+                 factor_modes: Sequence[int] | None = None) -> None:
         super().__init__()
         if conv.groups != 1:
             raise ValueError("grouped convolutions are not factorized")
         if conv.padding_mode != "zeros":
             raise ValueError("only zero padding is supported")
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
-        self.weight = TuckerWeight(conv.weight.shape, ranks, theta, drop_modes=None if drop_spatial else (0, 1))
+        drop_modes = None if drop_spatial else (0, 1)
+        if factor_modes is not None:
+            drop_modes = tuple(factor_modes)
+        self.weight = TuckerWeight(conv.weight.shape, ranks, theta, drop_modes=drop_modes, factor_modes=factor_modes)
         if decompose:
             self.weight.init_from(conv.weight)
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
@@ -226,10 +245,14 @@ class TuckerConv2d(nn.Module):
             return F.conv2d(h, factors[0][:, :, None, None], self.bias)
         return F.conv2d(x, _tucker_to_tensor(core, factors, scale), self.bias, self.stride, self.padding, self.dilation)
 
+    def sampled_weight(self) -> torch.Tensor:
+        """One tensor-dropout draw of the full kernel (for layers that transform the kernel, e.g. XNOR)."""
+        return _tucker_to_tensor(*self.weight.sample())
+
     def _factorized(self, x: torch.Tensor, core: torch.Tensor, factors: list[torch.Tensor]) -> bool:
         if self.implementation not in ("auto", "reconstructed", "factorized"):
             raise ValueError(f"implementation must be auto, reconstructed or factorized, got {self.implementation!r}")
-        if self.implementation == "reconstructed" or core.numel() == 0:
+        if self.implementation == "reconstructed" or core.numel() == 0 or any(u is None for u in factors):
             return False  # an empty mode makes the kernel zero: reconstruct (zero-channel convs may fail)
         if self.implementation == "factorized":
             return True
@@ -274,9 +297,9 @@ def _conv_costs(x_shape: Sequence[int], core_shape: Sequence[int], factors: Sequ
 class TuckerLinear(nn.Module):
     """A Linear layer whose (out, in) weight is factorized as U_out G U_in^T with dropout on G."""
 
-    def __init__(self, linear: nn.Linear, ranks: Sequence[int], theta: float, decompose: bool) -> None:
+    def __init__(self, linear: nn.Linear, ranks: Sequence[int], theta: float, decompose: bool, factor_modes: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.weight = TuckerWeight(linear.weight.shape, ranks, theta)
+        self.weight = TuckerWeight(linear.weight.shape, ranks, theta, drop_modes=factor_modes, factor_modes=factor_modes)
         if decompose:
             self.weight.init_from(linear.weight)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone())
