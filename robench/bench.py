@@ -41,7 +41,7 @@ ATTACK_KEYS = {
     "attacks": list, "eps": list, "n": int, "runs": int, "steps": int, "step_size": float, "attack_seed": int,
     "threat": str, "eot": int, "restarts": int, "targeted": str, "norm": str, "source": str, "attack_options": dict, "ste": str,
 }
-RUN_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "name": str, "expect": dict}
+RUN_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "name": str, "expect": dict, "decompose": dict}
 SUITE_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "description": str, "include": list, "run": list, "reference": str}
 
 
@@ -198,9 +198,15 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
     all_rows, failures = [], []
     for run in suite.runs:
         s = run.settings
-        train_args = {k: s[k] for k in TRAIN_KEYS if k in s and k != "params"}
-        config = TrainConfig(**train_args, defense_params=dict(s.get("params", {})))
-        result = train(config, workspace, name=run.name, data_dir=data_dir, download=download, device=device, console=console, overwrite=retrain)
+        if "decompose" in s:
+            # `decompose = { from = "RUN", method = "l1", rank = 0.5 }`: made by `robench decompose`, not trained.
+            from robench.decompose import decompose_run
+
+            result = decompose_run(s["decompose"], workspace, run.name, data_dir=data_dir, download=download, console=console, overwrite=retrain)
+        else:
+            train_args = {k: s[k] for k in TRAIN_KEYS if k in s and k != "params"}
+            config = TrainConfig(**train_args, defense_params=dict(s.get("params", {})))
+            result = train(config, workspace, name=run.name, data_dir=data_dir, download=download, device=device, console=console, overwrite=retrain)
         if result.skipped and console is not None:
             console.print(f"reusing checkpoint {run.name!r} (same settings, config hash {result.meta['config_hash']})")
         suite_specs = parse_suite(",".join(s["attacks"]))

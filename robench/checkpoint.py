@@ -25,7 +25,13 @@ class LoadedCheckpoint:
 
 def bare_model(meta: dict[str, Any]) -> nn.Module:
     shape = meta["input_shape"]
-    return build_model(meta["arch"], shape[0], meta["num_classes"], tuple(shape[1:]), meta["mean"], meta["std"])
+    model = build_model(meta["arch"], shape[0], meta["num_classes"], tuple(shape[1:]), meta["mean"], meta["std"])
+    if meta.get("decomposition"):
+        # `robench decompose` output: its convs become the decomposed modules named in meta.json.
+        from robench.decompose.layers import apply_structure
+
+        apply_structure(model, meta["decomposition"])
+    return model
 
 
 def build_defended(meta: dict[str, Any]) -> tuple[nn.Module, DefenseStack]:

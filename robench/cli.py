@@ -320,29 +320,37 @@ def decompose(
         out.print(f"already decomposed with these settings: [bold]{result.name}[/] (pass --overwrite to redo it)")
     if result.layers:
         table = Table(title=f"{result.name}: per layer (FLOPs = multiply-accumulates per image)", title_justify="left")
-        for column in ("layer", "shape", "rank", "FLOPs before", "FLOPs after", "ratio", "linear err", "ReLU err", "iters", "s"):
+        for column in ("layer", "shape", "rank", "FLOPs", "after", "ratio", "lin. err", "ReLU err", "iters", "s"):
             table.add_column(column, justify="left" if column in ("layer", "shape") else "right")
         for row in result.layers:
             table.add_row(
                 row["layer"], f"{row['in_channels']}->{row['out_channels']} {row['kernel']}", str(row["rank"]),
-                f"{row['flops_before']:.3g}", f"{row['flops_after']:.3g}", f"{row['flops_ratio']:.2f}",
+                _si(row["flops_before"]), _si(row["flops_after"]), f"{row['flops_ratio']:.2f}",
                 f"{row['linear_error']:.3f}", f"{row['nonlinear_error']:.3f}", str(row["iterations"] or "-"), f"{row['seconds']:.1f}",
             )
         out.print(table)
     s = result.summary
     table = Table(title=f"{s['source']} -> {result.name} ({s['method']}, rank {s['rank']})", title_justify="left")
-    for column in ("model", "params", "FLOPs", "clean acc (%)", "latency b1 (ms)", "speedup", "img/s b128", "speedup "):
+    for column in ("model", "params", "FLOPs", "clean %", "ms b1", "speedup", "img/s b128", "speedup "):
         table.add_column(column, justify="left" if column == "model" else "right")
     timed = "speedup" in s
     cell = lambda key, fmt: (fmt.format(s[key]) if key in s else "-")  # noqa: E731
-    table.add_row("original", f"{s['params_before']:,}", f"{s['flops_before']:.3g}", f"{100 * s['clean_acc_before']:.2f}",
+    table.add_row("original", _si(s["params_before"]), _si(s["flops_before"]), f"{100 * s['clean_acc_before']:.2f}",
                   cell("latency_ms_original", "{:.2f}"), "1.00x" if timed else "-", cell("throughput_original", "{:.0f}"), "1.00x" if timed else "-")
-    table.add_row("decomposed", f"{s['params_after']:,}", f"{s['flops_after']:.3g} ({s['flops_ratio']:.2f})", f"{100 * s['clean_acc_after']:.2f}",
+    table.add_row("decomposed", _si(s["params_after"]), f"{_si(s['flops_after'])} ({s['flops_ratio']:.2f})", f"{100 * s['clean_acc_after']:.2f}",
                   cell("latency_ms_decomposed", "{:.2f}"), cell("speedup", "{:.2f}x"), cell("throughput_decomposed", "{:.0f}"), cell("throughput_speedup", "{:.2f}x"))
     out.print(table)
     if timed:
         out.print(f"CPU timings: {s.get('threads')} thread(s), median of alternating rounds, accuracy on {s.get('test_size')} test images")
     out.print(f"checkpoint: {ws.checkpoint_dir(result.name)}; fine-tune it with `robench train --init {result.name} --arch {s['arch']} --dataset {s['dataset']}`")
+
+
+def _si(value: float) -> str:
+    """1234567 -> 1.23M: FLOP and parameter counts that fit a narrow terminal."""
+    for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.3g}{suffix}"
+    return f"{value:g}"
 
 
 @app.command("list", epilog=(

@@ -56,7 +56,22 @@ def load_results(workspace: Workspace, filters: Filters | None = None) -> pd.Dat
             df = df[df[column].isin(wanted)]
     if df.empty:
         raise RobenchError("no result rows match the filters; drop --dataset / --checkpoint / --attack to see everything")
-    return df
+    speedups = _speedups(workspace, df["checkpoint"].unique())
+    return df.assign(speedup=df["checkpoint"].map(speedups)) if speedups else df
+
+
+def _speedups(workspace: Workspace, names) -> dict[str, float]:
+    """CPU batch-1 speedup over the source model of `robench decompose` checkpoints (and of
+    their fine-tuned descendants), read from meta.json; other checkpoints have none."""
+    found = {}
+    for name in names:
+        try:
+            speedup = workspace.read_meta(str(name)).get("decompose", {}).get("speedup")
+        except RobenchError:
+            continue
+        if isinstance(speedup, (int, float)):
+            found[name] = float(speedup)
+    return found
 
 
 def eps_label(eps: float) -> str:
@@ -108,7 +123,12 @@ def pivot(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         part = part.assign(attack_rank=part["attack"].map(attack_rank))
         order = part.sort_values(["attack_rank", "order"], kind="stable")["row"].drop_duplicates().tolist()
         body = part.pivot_table(index="row", columns="checkpoint", values="robust_acc", aggfunc="last").reindex(index=order, columns=checkpoints) * 100
-        table = pd.concat([clean.to_frame().T.rename(index={"clean_acc": "clean"}), body])
+        head = [clean.to_frame().T.rename(index={"clean_acc": "clean"})]
+        if "speedup" in part.columns and part["speedup"].notna().any():
+            # Decomposed checkpoints: their CPU speedup sits beside accuracy and robustness.
+            speedup = part.groupby("checkpoint", sort=False)["speedup"].first().reindex(checkpoints)
+            head.insert(0, speedup.to_frame().T.rename(index={"speedup": "speedup x (cpu)"}))
+        table = pd.concat([*head, body])
         table.index.name = "attack eps"
         tables[str(dataset)] = table
     return tables

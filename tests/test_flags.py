@@ -138,13 +138,14 @@ def test_no_collapse_at_large_eps_uses_chance_of_the_dataset():
     df = frame(
         row("pgd", E128, 0.15, num_classes=100),
         row("pgd", E128, 0.15, checkpoint="ten"),
-        row("pgd", 64 / 255, 0.25, checkpoint="ten"),
+        row("pgd", 64 / 255, 0.60, checkpoint="ten"),  # MNIST-sized budgets are not huge
+        row("pgd", 0.5, 0.25, checkpoint="ten2"),
         row("pgd-l2", 0.5, 0.90, checkpoint="ten", norm="L2"),
     )
     flags = only(compute_flags(df), "no-collapse-at-large-eps")
     assert [f.rows for f in flags] == [
         ("td: pgd 128/255 (white-box) 15.0% > 11.0% (chance 1.0% + 10 points)",),
-        ("ten: pgd 64/255 (white-box) 25.0% > 20.0% (chance 10.0% + 10 points)",),
+        ("ten2: pgd 0.5 (white-box) 25.0% > 20.0% (chance 10.0% + 10 points)",),
     ]
 
 

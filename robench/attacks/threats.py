@@ -72,13 +72,16 @@ def attacker_view(model: nn.Module, stack: DefenseStack, threat: str, eot: int |
             view = Preprocessed(model._defenses, model.model, bpda=True)
             notes.append(f"{stack.spec} preprocessing is not differentiable: gradients use BPDA")
     samples = 1
-    if stack.stochastic and not own_eot:
+    # Gray-box crafts on the bare network: randomness that lives only in the hidden
+    # preprocessing (random masks of splic, me-net, tvm) is not there to average over.
+    random_view = stack.stochastic and not (threat == "gray-box" and all(p.owns_preprocess() for p in stack.parts if p.stochastic))
+    if random_view and not own_eot:
         samples = DEFAULT_EOT if eot is None else eot
         if samples > 1:
             view = EOT(view, samples)
             notes.append(f"{stack.spec} is stochastic: every gradient averages {samples} EOT samples (--eot 1 gives the papers' non-adaptive numbers)")
-    elif eot not in (None, 1) and not stack.stochastic:
-        notes.append(f"--eot {eot} ignored: {stack.spec} is deterministic")
+    elif eot not in (None, 1) and not random_view:
+        notes.append(f"--eot {eot} ignored: {stack.spec} is deterministic" + (" without its preprocessing" if stack.stochastic else ""))
     # Wrappers start in train mode like every new nn.Module; torchattacks would then "restore"
     # train mode onto the whole network after each call.
     return AttackerView(view.eval(), samples, use_bpda, notes)
