@@ -13,6 +13,7 @@ constant at its default when absent, because older or foreign CSVs that lack it 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -99,6 +100,9 @@ class _Row:
     std: float
     chance: float
     train_mode_left: bool
+    # The attacker's sign gradient in binary layers (`attack --ste`): another gradient, so
+    # another attack setting, like BPDA.
+    ste: str = ""
 
     @property
     def eps_key(self) -> float | None:
@@ -166,9 +170,10 @@ def _normalise(df: pd.DataFrame) -> list[_Row]:
         column("checkpoint"), column("attack"), column("norm"), column("eps"), column("targeted"),
         column("threat_model"), column("source"), column("eot"), column("bpda"), column("restarts"),
         column("robust_acc"), column("robust_acc_std"), column("num_classes"), column("train_mode_left"),
+        column("attack_options"),
     )
     rows = []
-    for ckpt, attack, norm, eps, targeted, threat, source, eot, bpda, restarts, acc, std, classes, train_left in fields:
+    for ckpt, attack, norm, eps, targeted, threat, source, eot, bpda, restarts, acc, std, classes, train_left, options in fields:
         attack_name = _text(attack).lower()
         classes_n = _number(classes)
         rows.append(_Row(
@@ -186,8 +191,17 @@ def _normalise(df: pd.DataFrame) -> list[_Row]:
             std=abs(_number(std) or 0.0),
             chance=1 / classes_n if classes_n and classes_n >= 2 else DEFAULT_CHANCE,
             train_mode_left=_flag(train_left),
+            ste=_ste(options),
         ))
     return rows
+
+
+def _ste(options) -> str:
+    try:
+        parsed = json.loads(options) if isinstance(options, str) else options
+    except ValueError:
+        return ""
+    return _text(parsed.get("ste")) if isinstance(parsed, dict) else ""
 
 
 def _missing(value) -> bool:
@@ -263,6 +277,8 @@ def _qualifiers(row: _Row, forced: tuple[str, ...]) -> dict[str, str]:
         parts["bpda"] = "bpda" if row.bpda else "no bpda"
     if row.restarts > 1 or "restarts" in forced:
         parts["restarts"] = f"{row.restarts} restart" + ("s" if row.restarts > 1 else "")
+    if row.ste:
+        parts["ste"] = f"ste {row.ste}"
     return parts
 
 
@@ -305,7 +321,7 @@ def _group(rows: Iterable[_Row], key: Callable[[_Row], tuple]) -> list[list[_Row
 
 def _setting(row: _Row) -> tuple:
     """What every comparison holds fixed: the model, the budget and its norm, the target choice."""
-    return row.checkpoint, row.norm, row.eps_key, row.targeted
+    return row.checkpoint, row.norm, row.eps_key, row.targeted, row.ste
 
 
 def _iterative_weaker(rows: list[_Row]) -> list[tuple[str, str, str]]:

@@ -286,3 +286,19 @@ def test_format_flags():
         "    td: pgd 8/255 (white-box)",
         "See docs/flags.md for what each flag means and what to run next.",
     ]
+
+
+def test_attacks_through_different_sign_gradients_are_not_compared():
+    """A binary network attacked with --ste tanh is another gradient: its PGD is not held
+    against the FGSM of the default estimator, only against FGSM with the same estimator."""
+    mixed = frame(
+        row("fgsm", E16, 0.50, attack_options='{"ste": "id"}'),
+        row("pgd", E16, 0.60, attack_options='{"ste": "tanh"}'),
+    )
+    assert "iterative-weaker-than-single-step" not in ids(compute_flags(mixed))
+    same = frame(
+        row("fgsm", E16, 0.50, attack_options='{"ste": "tanh"}'),
+        row("pgd", E16, 0.60, attack_options='{"ste": "tanh"}'),
+    )
+    (flag,) = only(compute_flags(same), "iterative-weaker-than-single-step")
+    assert flag.rows == ("td: pgd 16/255 (white-box, ste tanh) 60.0% > fgsm 16/255 50.0%",)
