@@ -36,11 +36,13 @@ EOT_STRONGER = "eot-much-stronger"
 BPDA_STRONGER = "bpda-much-stronger"
 RESTARTS_LOWER = "restarts-lower-accuracy"
 TRAIN_MODE_LEFT = "train-mode-left"
+GRADIENT_FREE_STRONGER = "gradient-free-much-stronger"
 
 # Insertion order is the order flags are reported in.
 FLAG_DOCS: dict[str, str] = {
     ITERATIVE_WEAKER: "an iterative attack leaves higher accuracy than FGSM at the same budget",
     TRANSFER_STRONGER: "a black-box or gray-box attack beats the same attack run white-box",
+    GRADIENT_FREE_STRONGER: "a gradient-free attack (square, spsa) beats every gradient attack by more than 10 points",
     NO_COLLAPSE: "accuracy does not collapse at a huge budget, or rises as the budget grows",
     EOT_STRONGER: "averaging gradients over randomness (EOT) lowers accuracy by more than 10 points",
     BPDA_STRONGER: "straight-through gradients (BPDA) lower accuracy by more than 10 points",
@@ -52,6 +54,7 @@ SEVERITY: dict[str, str] = {
     # These contradict what any sound attack must satisfy, so the robust number is suspect as a whole.
     ITERATIVE_WEAKER: "high",
     TRANSFER_STRONGER: "high",
+    GRADIENT_FREE_STRONGER: "high",
     NO_COLLAPSE: "high",
     # Here the stronger row already exists; what is wrong is the weaker number if it gets quoted.
     EOT_STRONGER: "medium",
@@ -126,6 +129,7 @@ def compute_flags(df: pd.DataFrame) -> list[Flag]:
         found += _no_collapse(measured)
         if "threat_model" in columns:
             found += _transfer_stronger(measured)
+        found += _gradient_free_stronger(measured)
         if "eot" in columns:
             found += _eot_stronger(measured)
         if "bpda" in columns:
@@ -336,6 +340,28 @@ def _iterative_weaker(rows: list[_Row]) -> list[tuple[str, str, str]]:
             for fgsm in single:
                 if row.acc > fgsm.acc + _tolerance(row, fgsm):
                     found.append(_pair(ITERATIVE_WEAKER, row, ">", fgsm))
+    return found
+
+
+GRADIENT_FREE = frozenset({"square", "spsa"})
+GRADIENT_FREE_GAP = 0.10
+
+
+def _gradient_free_stronger(rows: list[_Row]) -> list[tuple[str, str, str]]:
+    """A query-only attack far below the best gradient attack at the same budget: the
+    gradients mislead (masking, shattered sign gradients), so the gradient numbers overstate
+    robustness (Athalye et al. 2018; Carlini et al. 2019's checklist)."""
+    found = []
+    linf = [r for r in rows if r.norm == "Linf" and r.eps is not None and r.threat in FULL_KNOWLEDGE]
+    for group in _group(linf, lambda r: (r.checkpoint, r.norm, r.eps_key, r.targeted)):
+        gradient = [r for r in group if r.attack in ITERATIVE_LINF or r.attack == SINGLE_STEP]
+        free = [r for r in group if r.attack in GRADIENT_FREE]
+        if not gradient or not free:
+            continue
+        best = min(gradient, key=lambda r: r.acc)
+        for row in free:
+            if best.acc > row.acc + max(GRADIENT_FREE_GAP, _tolerance(best, row)):
+                found.append(_pair(GRADIENT_FREE_STRONGER, best, ">", row))
     return found
 
 

@@ -237,6 +237,7 @@ ALL_BAD = [
     row("fgsm", E8, 0.30), row("pgd", E8, 0.50, train_mode_left=True),
     # At 16/255 so that the transfer row meets only the plain white-box row, not the EOT/BPDA ones.
     row("pgd", E16, 0.45), row("pgd", E16, 0.20, threat_model="black-box", source="base"),
+    row("square", E16, 0.05),
     row("pgd", E128, 0.60),
     row("pgd", E8, 0.05, eot=10), row("pgd", E8, 0.02, bpda=True), row("pgd", E8, 0.35, restarts=10),
 ]
@@ -302,3 +303,16 @@ def test_attacks_through_different_sign_gradients_are_not_compared():
     )
     (flag,) = only(compute_flags(same), "iterative-weaker-than-single-step")
     assert flag.rows == ("td: pgd 16/255 (white-box, ste tanh) 60.0% > fgsm 16/255 50.0%",)
+
+
+def test_gradient_free_attack_far_below_every_gradient_attack_is_flagged():
+    """Measured on a binary (XNOR) digits model: PGD 32/255 left 55.1%, Square 10.0%."""
+    masked = frame(
+        row("fgsm", E32, 0.564, checkpoint="bin"), row("pgd", E32, 0.551, checkpoint="bin"),
+        row("square", E32, 0.10, checkpoint="bin"),
+    )
+    (flag,) = only(compute_flags(masked), "gradient-free-much-stronger")
+    assert flag.severity == "high"
+    assert flag.rows == ("bin: pgd 32/255 (white-box) 55.1% > square 32/255 10.0%",)
+    sound = frame(row("pgd", E32, 0.436, checkpoint="real"), row("square", E32, 0.34, checkpoint="real"))
+    assert "gradient-free-much-stronger" not in ids(compute_flags(sound))
