@@ -69,6 +69,19 @@ def positive(value: float) -> str | None:
     return None if value > 0 else "must be > 0"
 
 
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def at_least_one(value: int) -> str | None:
+    return None if value >= 1 else "must be >= 1"
+
+
+def open_unit_interval(value: float) -> str | None:
+    """(0, 1): rates and fractions where both ends are degenerate."""
+    return None if 0.0 < value < 1.0 else "must be in (0, 1)"
+
+
 class Defense:
     """Base class of every defense plugin.
 

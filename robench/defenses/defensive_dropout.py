@@ -19,12 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Param
+from robench.defenses.base import Defense, Param, open_unit_interval
 from robench.errors import RobenchError
-
-
-def _rate(value: float) -> str | None:
-    return None if 0 < value < 1 else "must be in (0, 1)"
 
 
 class AlwaysDropout(nn.Module):
@@ -45,7 +41,7 @@ class DefensiveDropout(Defense):
     name = "defensive-dropout"
     summary = "Dropout on the first fully connected layer's activations, kept on at test time (stochastic)."
     paper = "Wang et al., ICCAD 2018; Defensive Tensorization Table 6b"
-    params = (Param("dropout_rate", float, 0.5, "probability of dropping each activation, in training and at test time", _rate),)
+    params = (Param("dropout_rate", float, 0.5, "probability of dropping each activation, in training and at test time", open_unit_interval),)
 
     @property
     def stochastic(self) -> bool:

@@ -33,18 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Param, in_unit_interval, positive
+from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, non_negative, positive
 from robench.preprocess.chunks import chunked
 from robench.preprocess.rlkc import rlkc
 from robench.preprocess.tv import tv_denoise
-
-
-def _at_least_one(value: int) -> str | None:
-    return None if value >= 1 else "must be >= 1"
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be >= 0"
 
 
 def keypoint_mask(model: nn.Module, x: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -71,11 +63,11 @@ class KeypointCompletion(Defense):
     params = (
         Param("kp_fraction", float, 0.05, "fraction of pixels taken as keypoints (thesis: 0.05 CIFAR-10, 0.10 SVHN)", in_unit_interval),
         Param("kp_lambda", float, 8.0, "lambda, weight of the sparse error term (eq. 3.13)", positive),
-        Param("kp_eta", float, 0.2, "eta, weight of the TV term (eq. 3.13)", _non_negative),
-        Param("kp_maxiter", int, 3, "outer (reweighted completion) iterations, Algorithm 3", _at_least_one),
-        Param("kp_inner", int, 100, "inner ADM iterations, Algorithm 2", _at_least_one),
-        Param("kp_denoise", float, 0.03, "TV weight for the low-sensitivity pixels (FGP)", _non_negative),
-        Param("kp_fgp_iters", int, 10, "FGP iterations per ADM step (warm-started)", _at_least_one),
+        Param("kp_eta", float, 0.2, "eta, weight of the TV term (eq. 3.13)", non_negative),
+        Param("kp_maxiter", int, 3, "outer (reweighted completion) iterations, Algorithm 3", at_least_one),
+        Param("kp_inner", int, 100, "inner ADM iterations, Algorithm 2", at_least_one),
+        Param("kp_denoise", float, 0.03, "TV weight for the low-sensitivity pixels (FGP)", non_negative),
+        Param("kp_fgp_iters", int, 10, "FGP iterations per ADM step (warm-started)", at_least_one),
     )
 
     @property

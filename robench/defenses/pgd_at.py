@@ -17,11 +17,7 @@ import torch
 from torch import nn
 
 from robench.defenses.adversarial_training import AdversarialTraining, at_clean_weight_param, at_eps_param, eps_budget, input_gradient, project
-from robench.defenses.base import Param
-
-
-def _at_least_one(value: int) -> str | None:
-    return None if value >= 1 else "must be >= 1"
+from robench.defenses.base import Param, at_least_one
 
 
 class PGDAdversarialTraining(AdversarialTraining):
@@ -30,7 +26,7 @@ class PGDAdversarialTraining(AdversarialTraining):
     paper = "Madry et al., ICLR 2018; the PGD-AT baseline of BPFC Tables 1-3 and Defensive Tensorization Tables 1 and 4"
     params = (
         at_eps_param(),
-        Param("at_steps", int, 7, "PGD steps per batch (paper: 7 CIFAR-10, 40 MNIST)", _at_least_one),
+        Param("at_steps", int, 7, "PGD steps per batch (paper: 7 CIFAR-10, 40 MNIST)", at_least_one),
         Param("at_step_size", float, 2 / 255, "PGD step size on the [0, 1] scale (paper: 2/255 CIFAR-10, 0.01 MNIST)", eps_budget),
         Param("random_eps", bool, False, "sample eps per example in (0, at_eps] and the steps per batch in 1..at_steps (Defensive Tensorization's comparison)"),
         at_clean_weight_param(0.0),

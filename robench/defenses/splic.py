@@ -24,22 +24,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robench.defenses.base import Defense, Param, in_unit_interval, positive
+from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, non_negative, open_unit_interval, positive
 from robench.preprocess.chunks import chunked
 from robench.preprocess.sampling import freeze, generator_for, uniform
 from robench.preprocess.srf import srf_complete
-
-
-def _at_least_one(value: int) -> str | None:
-    return None if value >= 1 else "must be >= 1"
-
-
-def _open_unit(value: float) -> str | None:
-    return None if 0.0 < value < 1.0 else "must be in (0, 1)"
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be >= 0"
 
 
 class SPLIC(Defense):
@@ -48,13 +36,13 @@ class SPLIC(Defense):
     paper = "Zhao, Fast and Robust Deep Neural Networks Design (PhD thesis 2020), ch. 4, Algorithm 4, Tables 4.1-4.3"
     differentiable = False
     params = (
-        Param("splic_anchor", float, 0.5, "fraction of pixels drawn as anchors", _open_unit),
+        Param("splic_anchor", float, 0.5, "fraction of pixels drawn as anchors", open_unit_interval),
         Param("splic_rank", float, 0.25, "rank r kept at every step: a fraction of min(H, W), or an integer > 1", positive),
-        Param("splic_lambda", float, 0.02, "lambda, weight of the TV term (eq. 4.5)", _non_negative),
+        Param("splic_lambda", float, 0.02, "lambda, weight of the TV term (eq. 4.5)", non_negative),
         Param("splic_mu", float, 0.5, "mu, gradient step size", in_unit_interval),
-        Param("splic_rho", float, 0.45, "rho, factor shrinking delta after each level", _open_unit),
-        Param("splic_inner", int, 7, "gradient steps per delta level", _at_least_one),
-        Param("splic_outer", int, 8, "delta levels (maxiter / inner)", _at_least_one),
+        Param("splic_rho", float, 0.45, "rho, factor shrinking delta after each level", open_unit_interval),
+        Param("splic_inner", int, 7, "gradient steps per delta level", at_least_one),
+        Param("splic_outer", int, 8, "delta levels (maxiter / inner)", at_least_one),
         Param("splic_alternate", bool, True, "swap anchors and targets and complete again"),
         Param("train_on_processed", bool, True, "train on SPLIC-processed images (false: Table 4.3's no-training setting)"),
     )

@@ -21,18 +21,10 @@ from __future__ import annotations
 
 import torch
 
-from robench.defenses.base import Defense, Param, in_unit_interval
+from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, non_negative
 from robench.preprocess.chunks import chunked
 from robench.preprocess.sampling import freeze, generator_for, uniform
 from robench.preprocess.tv import tv_inpaint
-
-
-def _positive_int(value: int) -> str | None:
-    return None if value >= 1 else "must be >= 1"
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else "must be >= 0"
 
 
 class TVM(Defense):
@@ -42,8 +34,8 @@ class TVM(Defense):
     differentiable = False
     params = (
         Param("tvm_keep", float, 0.5, "probability of keeping each pixel value", in_unit_interval),
-        Param("tvm_weight", float, 0.03, "TV weight lambda_TV (0 = keep the dropped-out image, filled with the mean)", _non_negative),
-        Param("tvm_iters", int, 100, "primal-dual iterations of the reconstruction", _positive_int),
+        Param("tvm_weight", float, 0.03, "TV weight lambda_TV (0 = keep the dropped-out image, filled with the mean)", non_negative),
+        Param("tvm_iters", int, 100, "primal-dual iterations of the reconstruction", at_least_one),
         Param("train_on_processed", bool, False, "also preprocess training inputs (the thesis trains on clean images)"),
     )
 
