@@ -31,9 +31,8 @@ from robench.attacks import TARGET_MODES, AttackSettings, AttackSpec
 from robench.attacks.threats import THREATS, attacker_view
 from robench.checkpoint import LoadedCheckpoint, load_checkpoint
 from robench.data import load_dataset, subset
-from robench.defenses.binary import set_ste
 from robench.errors import RobenchError, unknown_name
-from robench.layers.xnor import STE_CHOICES
+from robench.layers.xnor import STE_CHOICES, set_ste
 from robench.metrics import resolve_device, versions
 from robench.workspace import Workspace, atomic_save_tensors, load_tensors
 

@@ -13,12 +13,13 @@ constant at its default when absent, because older or foreign CSVs that lack it 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pandas as pd
+
+from robench.workspace import attack_option
 
 
 @dataclass(frozen=True)
@@ -195,17 +196,9 @@ def _normalise(df: pd.DataFrame) -> list[_Row]:
             std=abs(_number(std) or 0.0),
             chance=1 / classes_n if classes_n and classes_n >= 2 else DEFAULT_CHANCE,
             train_mode_left=_flag(train_left),
-            ste=_ste(options),
+            ste=_text(attack_option(options, "ste")),
         ))
     return rows
-
-
-def _ste(options) -> str:
-    try:
-        parsed = json.loads(options) if isinstance(options, str) else options
-    except ValueError:
-        return ""
-    return _text(parsed.get("ste")) if isinstance(parsed, dict) else ""
 
 
 def _missing(value) -> bool:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from rich.table import Table
 
 from robench.attacks.threats import DEFAULT_EOT
 from robench.errors import RobenchError
-from robench.workspace import Workspace
+from robench.workspace import Workspace, attack_option
 
 FORMATS = ("table", "csv", "markdown", "json")
 KEY = ["checkpoint", "attack", "eps", "norm", "threat_model", "source", "eot", "bpda", "restarts", "targeted", "attack_options"]
@@ -97,18 +96,10 @@ def row_label(row: pd.Series) -> str:
         parts.append(f"x{int(row['restarts'])}")
     if row["targeted"]:
         parts.append(f"targeted-{row['targeted']}")
-    ste = _option(row, "ste")
+    ste = attack_option(row["attack_options"], "ste")
     if ste:
         parts.append(f"ste-{ste}")
     return " ".join(p for p in parts if p)
-
-
-def _option(row: pd.Series, key: str) -> Any:
-    try:
-        options = json.loads(row["attack_options"]) if isinstance(row["attack_options"], str) else {}
-    except json.JSONDecodeError:
-        return None
-    return options.get(key) if isinstance(options, dict) else None
 
 
 def pivot(df: pd.DataFrame) -> dict[str, pd.DataFrame]:

@@ -134,25 +134,38 @@ class Workspace:
         atomic_write_bytes(self.checkpoint_dir(name) / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
 
     def append_results(self, rows: Iterable[Mapping[str, Any]]) -> Path:
-        path = self.results_csv
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+", newline="") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                handle.seek(0, os.SEEK_END)
-                writer = csv.DictWriter(handle, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-                if handle.tell() == 0:
-                    writer.writeheader()
-                for row in rows:
-                    writer.writerow({k: _csv_value(row.get(k)) for k in RESULT_COLUMNS})
-                handle.flush()
-                os.fsync(handle.fileno())
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-        return path
+        append_csv(self.results_csv, RESULT_COLUMNS, rows)
+        return self.results_csv
+
+
+def append_csv(path: Path, columns: list[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Append rows under an exclusive lock (concurrent runs share one file); header when new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", newline="") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0, os.SEEK_END)
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            if handle.tell() == 0:
+                writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+            handle.flush()
+            os.fsync(handle.fileno())
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return "" if value is None else value
+
+
+def attack_option(cell: Any, key: str) -> Any:
+    """One entry of a results row's `attack_options` cell (JSON as written above), or None."""
+    try:
+        options = json.loads(cell) if isinstance(cell, str) else cell
+    except ValueError:
+        return None
+    return options.get(key) if isinstance(options, dict) else None

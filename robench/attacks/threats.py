@@ -69,7 +69,7 @@ def attacker_view(model: nn.Module, stack: DefenseStack, threat: str, eot: int |
         needs_bpda = preprocessing and not stack.differentiable
         use_bpda = needs_bpda if bpda is None else (bpda and needs_bpda)
         if use_bpda:
-            view = Preprocessed(model._defenses, model.model, bpda=True)
+            view = model.with_bpda()
             notes.append(f"{stack.spec} preprocessing is not differentiable: gradients use BPDA")
     samples = 1
     # Gray-box crafts on the bare network: randomness that lives only in the hidden

@@ -20,12 +20,9 @@ the bias), so fine-tuning and the state dict keep their usual form. Without a ba
 from __future__ import annotations
 
 import copy
-import csv
-import fcntl
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -48,7 +45,7 @@ from robench.decompose.speed import speed_report
 from robench.defenses.base import Preprocessed
 from robench.errors import RobenchError, unknown_name
 from robench.metrics import accuracy_over_runs, versions
-from robench.workspace import Workspace, atomic_save_tensors
+from robench.workspace import Workspace, append_csv, atomic_save_tensors
 
 __all__ = ["METHODS", "DecomposeConfig", "DecomposeResult", "decompose_checkpoint", "decompose_run", "parse_ranks"]
 
@@ -311,23 +308,6 @@ def _finetune(model: nn.Module, loss_fn, train_x: torch.Tensor, train_y: torch.T
     model.eval()
 
 
-def _append_csv(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", newline="") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            handle.seek(0, os.SEEK_END)
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            if handle.tell() == 0:
-                writer.writeheader()
-            for row in rows:
-                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-            handle.flush()
-            os.fsync(handle.fileno())
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def decompositions_dir(workspace: Workspace) -> Path:
     """Outside results/, whose every CSV `robench report` reads as attack rows."""
     return workspace.root / "decompositions"
@@ -527,8 +507,8 @@ def decompose_checkpoint(
         stale.unlink()
     workspace.write_meta(name, meta)
     out_dir = decompositions_dir(workspace)
-    _append_csv(out_dir / "layers.csv", LAYER_COLUMNS, layer_rows)
-    _append_csv(out_dir / "models.csv", MODEL_COLUMNS, [{"checkpoint": name, **summary, "timestamp": timestamp}])
+    append_csv(out_dir / "layers.csv", LAYER_COLUMNS, layer_rows)
+    append_csv(out_dir / "models.csv", MODEL_COLUMNS, [{"checkpoint": name, **summary, "timestamp": timestamp}])
     return DecomposeResult(name, meta, layer_rows, summary)
 
 

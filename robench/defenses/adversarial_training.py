@@ -16,19 +16,17 @@ the Madry lab's `robustness` library does, and back in train mode for the loss.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Param, Preprocessed
+from robench.defenses.base import Defense, Param, Preprocessed, fraction_below_one
 
 
 def eps_budget(value: float) -> str | None:
     return None if 0 < value <= 1 else "must be in (0, 1] on the [0, 1] pixel scale (e.g. 8/255 or 0.3)"
-
-
-def clean_weight(value: float) -> str | None:
-    return None if 0 <= value < 1 else "must be in [0, 1)"
 
 
 def at_eps_param(default: float = 8 / 255) -> Param:
@@ -36,17 +34,18 @@ def at_eps_param(default: float = 8 / 255) -> Param:
 
 
 def at_clean_weight_param(default: float) -> Param:
-    return Param("at_clean_weight", float, default, "weight of the clean cross-entropy in the loss (0: adversarial examples only)", clean_weight)
+    return Param("at_clean_weight", float, default, "weight of the clean cross-entropy in the loss (0: adversarial examples only)", fraction_below_one)
 
 
-class AdversarialTraining(Defense):
+class AdversarialTraining(Defense, ABC):
     """Subclasses implement `craft(model, x, y)` returning the adversarial batch."""
 
     at_eps: float
     at_clean_weight: float
 
+    @abstractmethod
     def craft(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The adversarial version of the batch (x, y) against `model`, inside the eps-ball."""
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         view = attack_view(model)
@@ -64,8 +63,8 @@ class AdversarialTraining(Defense):
 
 def attack_view(model: nn.Module) -> nn.Module:
     """The model to differentiate: non-differentiable preprocessings crossed with BPDA."""
-    if isinstance(model, Preprocessed) and not all(d.differentiable for d in model._defenses):
-        return Preprocessed(model._defenses, model.model, bpda=True)
+    if isinstance(model, Preprocessed) and not model.differentiable:
+        return model.with_bpda()
     return model
 
 

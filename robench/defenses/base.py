@@ -77,6 +77,15 @@ def at_least_one(value: int) -> str | None:
     return None if value >= 1 else "must be >= 1"
 
 
+def fraction_below_one(value: float) -> str | None:
+    """[0, 1): mixing weights and step fractions, where 1 would leave nothing of the other part."""
+    return None if 0.0 <= value < 1.0 else "must be in [0, 1)"
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[Any], str | None]:
+    return lambda value: None if value in choices else "must be one of " + ", ".join(choices)
+
+
 def open_unit_interval(value: float) -> str | None:
     """(0, 1): rates and fractions where both ends are degenerate."""
     return None if 0.0 < value < 1.0 else "must be in (0, 1)"
@@ -224,6 +233,14 @@ class Preprocessed(nn.Module):
         self._defenses = defenses
         self.model = model
         self.bpda = bpda
+
+    @property
+    def differentiable(self) -> bool:
+        return all(d.differentiable for d in self._defenses)
+
+    def with_bpda(self) -> "Preprocessed":
+        """The same pipeline with BPDA backward passes, sharing its modules (the attacker's view)."""
+        return Preprocessed(self._defenses, self.model, bpda=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for defense in self._defenses:

@@ -21,14 +21,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from robench.defenses.base import Defense, Param
+from robench.defenses.base import Defense, Param, one_of
 from robench.errors import RobenchError
 from robench.layers.tucker import TuckerConv2d
 from robench.layers.xnor import STE_CHOICES, XNORConv2d
-
-
-def _ste(value: str) -> str | None:
-    return None if value in STE_CHOICES else "must be one of " + ", ".join(STE_CHOICES)
 
 
 def _is_conv(module: nn.Module) -> bool:
@@ -39,7 +35,7 @@ class Binary(Defense):
     name = "binary"
     summary = "XNOR-Net: sign-binarized weights and activations with analytic scales alpha and K (all convs but the first)."
     paper = "Rastegari et al., ECCV 2016; Defensive Tensorization section 6, Table 8"
-    params = (Param("ste", str, "id", "straight-through estimator of sgn in training: id (clipped identity), tanh or tanh0.75", _ste),)
+    params = (Param("ste", str, "id", "straight-through estimator of sgn in training: id (clipped identity), tanh or tanh0.75", one_of(STE_CHOICES)),)
 
     def build(self, model: nn.Module, pretrained: bool = False) -> nn.Module:
         first_conv = next((m for m in model.modules() if _is_conv(m)), None)
@@ -59,11 +55,3 @@ class Binary(Defense):
                 elif isinstance(child, nn.ReLU) and last_layer is not None and not isinstance(last_layer, nn.Linear):
                     setattr(parent, child_name, nn.Identity())
         return model
-
-
-def set_ste(model: nn.Module, ste: str) -> int:
-    """Switch the activation STE of every binary conv (the attacker's choice); returns how many."""
-    layers = [m for m in model.modules() if isinstance(m, XNORConv2d)]
-    for layer in layers:
-        layer.ste = ste
-    return len(layers)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Param, positive
+from robench.defenses.base import Defense, Param, one_of, positive
 
 QUANTIZERS = ("noisy", "simple", "noise-only")
 DISTANCES = ("l2", "l1")
@@ -50,12 +50,6 @@ def _schedule(text: str) -> str | None:
     except ValueError:
         return "must be comma-separated fractions of the training epochs in (0, 1), e.g. 0.25,0.5,0.75, or 'none'"
     return None
-
-
-def _choice(options: tuple[str, ...]):
-    def check(value: str) -> str | None:
-        return None if value in options else "must be one of " + ", ".join(options)
-    return check
 
 
 def parse_schedule(text: str) -> list[float]:
@@ -90,8 +84,8 @@ class BPFC(Defense):
         Param("bpfc_lambda", float, 1.0, "weight of the consistency term at the start of training (paper: 1 on CIFAR-10, 30 on MNIST, 25 on Fashion-MNIST)", positive),
         Param("bpfc_lambda_schedule", str, "0.25,0.5,0.75", "fractions of the epochs where lambda is multiplied by --bpfc-lambda-factor ('none': constant, the MNIST recipe)", _schedule),
         Param("bpfc_lambda_factor", float, 9.0, "factor applied to lambda at each schedule point (paper: 9)", positive),
-        Param("bpfc_quantizer", str, "noisy", "noisy (Algorithm 1), simple (ablation A1: no pre-noise) or noise-only (A2: pre-noise, no bit removal)", _choice(QUANTIZERS)),
-        Param("bpfc_distance", str, "l2", "l2 (squared, eq. 2) or l1 (ablation A3)", _choice(DISTANCES)),
+        Param("bpfc_quantizer", str, "noisy", "noisy (Algorithm 1), simple (ablation A1: no pre-noise) or noise-only (A2: pre-noise, no bit removal)", one_of(QUANTIZERS)),
+        Param("bpfc_distance", str, "l2", "l2 (squared, eq. 2) or l1 (ablation A3)", one_of(DISTANCES)),
     )
 
     def __init__(self, **values) -> None:

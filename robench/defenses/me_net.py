@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, positive
+from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, one_of, positive
 from robench.errors import RobenchError
 from robench.preprocess.chunks import chunked
 from robench.preprocess.completion import nucnorm, soft_impute, usvt
@@ -33,10 +33,6 @@ from robench.preprocess.sampling import freeze, generator_for, uniform
 
 METHODS = ("usvt", "softimpute", "nucnorm")
 CHANNEL_MODES = ("concat", "separate")
-
-
-def _one_of(choices: tuple[str, ...]):
-    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
 
 
 def to_matrices(x: torch.Tensor, mode: str) -> torch.Tensor:
@@ -56,12 +52,12 @@ class MENet(Defense):
     differentiable = False
     needs_model = True
     params = (
-        Param("me_method", str, "usvt", f"matrix estimation: {', '.join(METHODS)}", _one_of(METHODS)),
+        Param("me_method", str, "usvt", f"matrix estimation: {', '.join(METHODS)}", one_of(METHODS)),
         Param("me_p_min", float, 0.8, "lowest observation probability in training", in_unit_interval),
         Param("me_p_max", float, 1.0, "highest observation probability in training (test uses the middle)", in_unit_interval),
         Param("me_masks", int, 10, "masks per training image (the batch is repeated this many times)", at_least_one),
         Param("me_rank", float, 0.8, "usvt: singular values kept, as a fraction of the rows (ME-Net's svdprob) or an integer > 1", positive),
-        Param("me_channels", str, "concat", f"colour channels as one H x CW matrix or separate matrices: {', '.join(CHANNEL_MODES)}", _one_of(CHANNEL_MODES)),
+        Param("me_channels", str, "concat", f"colour channels as one H x CW matrix or separate matrices: {', '.join(CHANNEL_MODES)}", one_of(CHANNEL_MODES)),
         Param("me_mu", float, 1.0, "nucnorm: weight of the nuclear norm", positive),
         Param("me_iters", int, 100, "softimpute / nucnorm: iteration cap", at_least_one),
         Param("train_on_processed", bool, True, "train on ME-processed images (false: Table 4.3's no-training setting)"),

@@ -12,11 +12,7 @@ import torch
 from torch import nn
 
 from robench.defenses.adversarial_training import AdversarialTraining, at_clean_weight_param, at_eps_param, input_gradient, project
-from robench.defenses.base import Param
-
-
-def _fraction(value: float) -> str | None:
-    return None if 0 <= value < 1 else "must be in [0, 1) (a fraction of --at-eps)"
+from robench.defenses.base import Param, fraction_below_one
 
 
 class RFGSMAdversarialTraining(AdversarialTraining):
@@ -25,7 +21,7 @@ class RFGSMAdversarialTraining(AdversarialTraining):
     paper = "Tramèr et al., ICLR 2018; Defensive Tensorization Table 4"
     params = (
         at_eps_param(),
-        Param("at_alpha", float, 0.5, "size of the random step as a fraction of --at-eps (paper: 0.5)", _fraction),
+        Param("at_alpha", float, 0.5, "size of the random step as a fraction of --at-eps (paper: 0.5)", fraction_below_one),
         at_clean_weight_param(0.5),
     )
 

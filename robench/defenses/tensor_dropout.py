@@ -26,15 +26,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from robench.defenses.base import Defense, Param, in_unit_interval
+from robench.defenses.base import Defense, Param, in_unit_interval, one_of
 from robench.layers.tucker import TuckerConv2d, TuckerLinear, TuckerWeight, ranks_for
 
 
 FACTORIZATIONS = ("tucker", "matrix")
-
-
-def _factorization(value: str) -> str | None:
-    return None if value in FACTORIZATIONS else "must be one of " + ", ".join(FACTORIZATIONS)
 
 
 class TensorDropout(Defense):
@@ -47,7 +43,7 @@ class TensorDropout(Defense):
         Param("spatial_rank", float, 1.0, "Tucker rank of the spatial modes, as a fraction of the kernel size", in_unit_interval),
         Param("drop_spatial", bool, False, "also randomize the spatial modes of conv kernels (eq. 3 taken literally)"),
         Param("factorize_linear", bool, False, "also factorize fully connected layers"),
-        Param("factorization", str, "tucker", "tucker (the method) or matrix (Table 7's ablation: only the output-channel mode of the unfolded kernel is factorized and randomized)", _factorization),
+        Param("factorization", str, "tucker", "tucker (the method) or matrix (Table 7's ablation: only the output-channel mode of the unfolded kernel is factorized and randomized)", one_of(FACTORIZATIONS)),
     )
 
     @property

@@ -74,3 +74,11 @@ class XNORConv2d(nn.Module):
 
     def extra_repr(self) -> str:
         return f"ste={self.ste}"
+
+
+def set_ste(model: nn.Module, ste: str) -> int:
+    """Switch the activation STE of every binary conv (the attacker's choice); returns how many."""
+    layers = [m for m in model.modules() if isinstance(m, XNORConv2d)]
+    for layer in layers:
+        layer.ste = ste
+    return len(layers)
