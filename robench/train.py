@@ -6,9 +6,10 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from rich.console import Console
@@ -261,10 +262,11 @@ def train(
                 x = _augment(dataset, train_x[index], generator).to(torch_device)
                 y = train_y[index].to(torch_device)
                 optimizer.zero_grad(set_to_none=True)
-                loss = stack.loss(forward_model, x, y)
-                if not torch.isfinite(loss):
-                    raise RobenchError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr (now {lr})")
-                loss.backward()
+                with _compile_errors(compile, config.defense):
+                    loss = stack.loss(forward_model, x, y)
+                    if not torch.isfinite(loss):
+                        raise RobenchError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr (now {lr})")
+                    loss.backward()
                 optimizer.step()
                 loss_sum += loss.item() * len(y)
                 seen += len(y)
@@ -286,6 +288,21 @@ def train(
     })
     _save(workspace, name, model, optimizer, meta)
     return TrainResult(name, meta, start_epoch, skipped=False)
+
+
+@contextmanager
+def _compile_errors(compiling: bool, defense: str) -> Iterator[None]:
+    """Turn a torch.compile failure (raised lazily, at the first call it cannot compile) into
+    a one-line error: never a traceback, and never a silent fallback to eager mode."""
+    try:
+        yield
+    except RobenchError:
+        raise
+    except Exception as exc:
+        if not compiling or not type(exc).__module__.startswith(("torch._dynamo", "torch._inductor", "torch.fx")):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RobenchError(f"--compile failed for defense {defense!r} on torch {torch.__version__} ({type(exc).__name__}: {first}); run without --compile") from exc
 
 
 def _save(workspace: Workspace, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:

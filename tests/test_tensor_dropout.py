@@ -73,3 +73,18 @@ def test_defense_replaces_every_conv_and_optionally_linear():
 def test_theta_is_validated(bad):
     with pytest.raises(RobenchError, match="--theta"):
         TensorDropout(theta=bad)
+
+
+@pytest.mark.parametrize("shape,ranks", [((8, 6, 3, 3), (4, 3, 3, 3)), ((8, 1, 3, 3), (4, 1, 3, 3)), ((10, 12), (5, 6))])
+def test_fixed_shape_masks_sample_the_same_weight_as_slicing(shape, ranks):
+    """torch.compile uses zero masks instead of slicing out dropped indices; with the same
+    random draws both must give the same weight (a zeroed slice contributes nothing)."""
+    weight = TuckerWeight(shape, ranks, theta=0.6)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        sliced = weight().detach()
+        weight.fixed_shape = True
+        torch.manual_seed(seed)
+        masked = weight().detach()
+        weight.fixed_shape = False
+        torch.testing.assert_close(masked, sliced, rtol=1e-5, atol=1e-6)

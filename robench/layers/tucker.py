@@ -54,6 +54,10 @@ def _orthonormal(rows: int, cols: int) -> torch.Tensor:
 class TuckerWeight(nn.Module):
     """A weight tensor held as a Tucker core plus factors, sampled with tensor dropout."""
 
+    # Zero dropped latent indices with a mask instead of slicing them out (see `sample`); always
+    # on under torch.compile, settable here to get the compiled computation in eager mode.
+    fixed_shape: bool = False
+
     def __init__(self, shape: Sequence[int], ranks: Sequence[int], theta: float = 1.0, drop_modes: Sequence[int] | None = None,
                  factor_modes: Sequence[int] | None = None) -> None:
         super().__init__()
@@ -115,13 +119,27 @@ class TuckerWeight(nn.Module):
     def sample(self) -> tuple[torch.Tensor, list[torch.Tensor], float]:
         """One tensor-dropout draw: the kept sub-core, the matching factor columns, and the
         rescaling 1 / theta^m that the caller must apply (it is folded into the smallest operand
-        of the contraction rather than multiplied into the core)."""
+        of the contraction rather than multiplied into the core).
+
+        Eager mode slices out the kept indices, so the contraction only touches the sub-core.
+        Under torch.compile the number of kept indices would be a data-dependent shape, which
+        inductor cannot always compile (torch 2.14: "cannot determine truth value of
+        Relational"); there the dropped indices are zeroed by a fixed-size 0/1 mask instead.
+        Both give exactly the same sampled weight distribution: a zeroed core slice contributes
+        nothing to the contraction, just as a removed one."""
         core = self.core
         factors = self.factor_list()
         # No `self.training` check: the defense randomizes at inference too.
         modes = self.randomized_modes
+        masked = self.fixed_shape or torch.compiler.is_compiling()
         for mode in modes:
-            kept = (torch.rand(self.ranks[mode], device=core.device) < self.theta).nonzero().squeeze(1)
+            keep = torch.rand(self.ranks[mode], device=core.device) < self.theta
+            if masked:
+                shape = [1] * core.ndim
+                shape[mode] = self.ranks[mode]
+                core = core * keep.to(core.dtype).reshape(shape)
+                continue
+            kept = keep.nonzero().squeeze(1)
             core = core.index_select(mode, kept)
             if factors[mode] is not None:
                 factors[mode] = factors[mode].index_select(1, kept)
