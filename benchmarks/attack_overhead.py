@@ -9,10 +9,9 @@ slower and far noisier; the memory children get the same OMP_NUM_THREADS.
 1. Throughput of PGD-20 (Linf, eps 8/255, step 1/255, random start) on the 450-image digits
    test split (small-cnn, 2 epochs), batches of 256. Variants, interleaved round-robin with
    the order rotated every round, after one untimed warm-up round; medians:
-     robench        `attack_checkpoint(...)`, i.e. everything `robench attack` does except
-                    loading: the checkpoint and dataset are loaded once, and the benchmark swaps
-                    `robench.evaluate.load_checkpoint` / `load_dataset` for look-ups of those
-                    objects. Timed: subset selection, attacker view, clean pass, crafting,
+     robench        everything `robench attack` does except loading: the checkpoint and
+                    dataset are loaded once, then the model-in core `run_attacks` runs and its
+                    rows are appended to the CSV. Timed: subset selection, attacker view, clean pass, crafting,
                     evaluation of the adversarial batches, the tally (incl. perturbation norms),
                     the progress bar (drawn into /dev/null as on a terminal), the CSV row append
                     (with its fsync).
@@ -20,7 +19,7 @@ slower and far noisier; the memory children get the same OMP_NUM_THREADS.
      hand           a plain loop over the same batches: `torchattacks.PGD(model, eps, alpha,
                     steps=20, random_start=True)`, a no-grad forward pass, a count of the correct
                     predictions. Same seed, so it must find the same robust accuracy (checked).
-     clean          the clean pass alone (`robench.evaluate.correct_matrix` over the batches).
+     clean          the clean pass alone (`robench.evaluation.correct_matrix` over the batches).
    Ratios robench / hand in examples per second, end to end and with the clean pass subtracted
    from robench's time. The second is the like-for-like one: the clean accuracy is a result
    robench reports and the hand loop does not compute (one forward pass against PGD's 20
@@ -48,7 +47,6 @@ slower and far noisier; the memory children get the same OMP_NUM_THREADS.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
@@ -60,7 +58,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -68,12 +66,11 @@ import torch  # noqa: E402
 import torchattacks  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-import robench.evaluate as evaluate  # noqa: E402
 from robench.attacks import ATTACKS  # noqa: E402
 from robench.checkpoint import load_checkpoint  # noqa: E402
 from robench.data import load_dataset, subset  # noqa: E402
-from robench.evaluate import AttackRun, attack_checkpoint, correct_matrix  # noqa: E402
-from robench.train import TrainConfig, train  # noqa: E402
+from robench.evaluation import AttackRun, checkpoint_target, correct_matrix, run_attacks  # noqa: E402
+from robench.training import TrainConfig, train  # noqa: E402
 from robench.workspace import Workspace  # noqa: E402
 
 EPS = 8 / 255
@@ -107,31 +104,23 @@ def plain_console() -> Console:
     return Console(file=DEVNULL, force_terminal=False)
 
 
-@contextlib.contextmanager
-def preloaded(workspace: Workspace) -> Iterator[None]:
-    """Make attack_checkpoint's loading free: each checkpoint / dataset is loaded once, then
-    served from memory, so the timings cover everything `robench attack` does except loading."""
-    checkpoints: dict[str, object] = {}
-    datasets: dict[str, object] = {}
-    original_checkpoint, original_dataset = evaluate.load_checkpoint, evaluate.load_dataset
+class Preloaded:
+    """Everything `robench attack` does except loading: each checkpoint and dataset is loaded
+    once, then the model-in core (`run_attacks`) runs and its rows are appended to the CSV."""
 
-    def cached_checkpoint(ws, name, device="cpu"):
-        key = f"{ws.root}:{name}:{device}"
-        if key not in checkpoints:
-            checkpoints[key] = original_checkpoint(ws, name, device)
-        return checkpoints[key]
+    def __init__(self, workspace: Workspace) -> None:
+        self.workspace = workspace
+        self.loaded: dict[str, object] = {}
+        self.data = load_dataset("digits")
 
-    def cached_dataset(spec, data_dir=None, download=False):
-        key = f"{spec}:{data_dir}"
-        if key not in datasets:
-            datasets[key] = original_dataset(spec, data_dir, download)
-        return datasets[key]
-
-    evaluate.load_checkpoint, evaluate.load_dataset = cached_checkpoint, cached_dataset
-    try:
-        yield
-    finally:
-        evaluate.load_checkpoint, evaluate.load_dataset = original_checkpoint, original_dataset
+    def attack(self, name: str, plan: AttackRun, console: Console) -> list[dict]:
+        if name not in self.loaded:
+            self.loaded[name] = load_checkpoint(self.workspace, name, "cpu")
+        x_all, y_all = subset(self.data.test_x, self.data.test_y, plan.n, plan.seed)
+        target = checkpoint_target(self.loaded[name], x_all[: plan.batch_size])
+        rows = run_attacks(target, x_all, y_all, plan, torch.device("cpu"), console)
+        self.workspace.append_results(rows)
+        return rows
 
 
 @dataclass
@@ -184,6 +173,7 @@ class ThroughputResult:
 
 
 def throughput(workspace: Workspace, name: str, repeats: int, warmup: int) -> ThroughputResult:
+    preloaded = Preloaded(workspace)
     target = load_checkpoint(workspace, name, "cpu")
     data = load_dataset("digits")
     x_all, y_all = subset(data.test_x, data.test_y, None, SEED)
@@ -193,7 +183,7 @@ def throughput(workspace: Workspace, name: str, repeats: int, warmup: int) -> Th
 
     def robench_variant(console: Callable[[], Console], key: str) -> Callable[[], None]:
         def run() -> None:
-            rows = attack_checkpoint(workspace, name, pgd_plan(None), console=console())
+            rows = preloaded.attack(name, pgd_plan(None), console())
             last[key] = rows[0]["robust_acc"]
         return run
 
@@ -211,13 +201,12 @@ def throughput(workspace: Workspace, name: str, repeats: int, warmup: int) -> Th
         for x, y in batches:
             correct_matrix(model, x, y, 1)
 
-    with preloaded(workspace):
-        timings = interleave({
-            "robench": robench_variant(quiet_console, "robench"),
-            "robench-nobar": robench_variant(plain_console, "robench-nobar"),
-            "hand": hand_variant,
-            "clean": clean_variant,
-        }, repeats, warmup)
+    timings = interleave({
+        "robench": robench_variant(quiet_console, "robench"),
+        "robench-nobar": robench_variant(plain_console, "robench-nobar"),
+        "hand": hand_variant,
+        "clean": clean_variant,
+    }, repeats, warmup)
     assert last["robench"] == last["robench-nobar"], last
     return ThroughputResult(len(y_all), timings, last["robench"], last["hand"])
 
@@ -246,9 +235,11 @@ class EotResult:
 def eot_cost(workspace: Workspace, name: str, n: int, repeats: int) -> EotResult:
     """Each round is eot=1, eot=10, eot=1: the cheap variant brackets the expensive one, so a
     change in the machine's load during the long call shows on both sides of the ratio."""
+    preloaded = Preloaded(workspace)
+
     def run(eot: int) -> tuple[float, float]:
         started = time.perf_counter()
-        rows = attack_checkpoint(workspace, name, pgd_plan(n, eot), console=quiet_console())
+        rows = preloaded.attack(name, pgd_plan(n, eot), quiet_console())
         wall = time.perf_counter() - started
         assert rows[0]["eot"] == eot and rows[0]["runs"] == 1, rows[0]
         return wall, rows[0]["seconds"]
@@ -256,16 +247,15 @@ def eot_cost(workspace: Workspace, name: str, n: int, repeats: int) -> EotResult
     timings = Timings({"eot=1": [], "eot=10": []})
     row_seconds: dict[str, list[float]] = {"eot=1": [], "eot=10": []}
     round_ratios = []
-    with preloaded(workspace):
-        # Warm up with the cheap variant only: it runs the same code (tensor-dropout layers, the
-        # attack, the tally), and an eot=10 warm-up would double this part's time.
-        run(1)
-        for _ in range(repeats):
-            before, expensive, after = run(1), run(10), run(1)
-            for key, (wall, row) in (("eot=1", before), ("eot=10", expensive), ("eot=1", after)):
-                timings.seconds[key].append(wall)
-                row_seconds[key].append(row)
-            round_ratios.append((expensive[0] / ((before[0] + after[0]) / 2), expensive[1] / ((before[1] + after[1]) / 2)))
+    # Warm up with the cheap variant only: it runs the same code (tensor-dropout layers, the
+    # attack, the tally), and an eot=10 warm-up would double this part's time.
+    run(1)
+    for _ in range(repeats):
+        before, expensive, after = run(1), run(10), run(1)
+        for key, (wall, row) in (("eot=1", before), ("eot=10", expensive), ("eot=1", after)):
+            timings.seconds[key].append(wall)
+            row_seconds[key].append(row)
+        round_ratios.append((expensive[0] / ((before[0] + after[0]) / 2), expensive[1] / ((before[1] + after[1]) / 2)))
     return EotResult(n, timings, row_seconds, round_ratios)
 
 

@@ -15,6 +15,12 @@ round so none always runs first), median seconds per step:
               the HOOI decomposition of the dense weights takes about a minute on 2 cores and
               does not change the step time; --tltorch-decompose does it anyway.
 
+With --compile two more variants run: `dense+compile` and `robench+compile`, the same models
+under torch.compile (inductor). Under compile robench's tensor dropout zeroes dropped latent
+indices with fixed-size masks instead of slicing them out (no data-dependent shapes), so the
+ratio robench+compile / robench shows what the compiled step costs against the eager one.
+Compilation happens in the warmup steps (give --warmup 2 or more), which are not timed.
+
 A step is: zero the gradients, forward, cross-entropy, backward, and (unless --no-optimizer) one
 SGD step, the same for every variant. All models are in train mode (batch-norm statistics
 update; both tensor-dropout variants sample a fresh weight every forward pass).
@@ -118,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tltorch-decompose", action="store_true", help="initialize tltorch layers by Tucker decomposition (slow)")
     parser.add_argument("--robench-impl", choices=("auto", "reconstructed", "factorized"), default="auto",
                         help="TuckerConv2d.implementation for the robench variant")
+    parser.add_argument("--compile", action="store_true", help="also time dense and robench under torch.compile")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -137,13 +144,17 @@ def main(argv: list[str] | None = None) -> None:
         if tl_model is not None:
             variants["tltorch"] = tl_model
 
+    if args.compile:
+        variants["dense+compile"] = copy.deepcopy(base)
+        variants["robench+compile"] = copy.deepcopy(variants["robench"])
+
     x = torch.rand(args.batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
     steps = {}
     for name, model in variants.items():
         model.to(device).train()
         optimizer = None if args.no_optimizer else torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        steps[name] = make_step(model, x, y, optimizer, device)
+        steps[name] = make_step(torch.compile(model) if name.endswith("+compile") else model, x, y, optimizer, device)
 
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()} "
           f"(OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}), batch {args.batch}, "
@@ -164,14 +175,15 @@ def main(argv: list[str] | None = None) -> None:
     # processes hold the cores, so the process CPU time (all threads) is shown beside it.
     med = {name: statistics.median(ts) for name, ts in wall.items()}
     med_cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
-    print(f"{'variant':<10} {'median s/step':>14} {'min':>8} {'max':>8} {'median CPU s/step':>18}")
+    print(f"{'variant':<16} {'median s/step':>14} {'min':>8} {'max':>8} {'median CPU s/step':>18}")
     for name in names:
-        print(f"{name:<10} {med[name]:>14.4f} {min(wall[name]):>8.4f} {max(wall[name]):>8.4f} {med_cpu[name]:>18.4f}")
-    pairs = [("robench", "dense"), ("tltorch", "dense"), ("robench", "tltorch")]
-    print(f"{'ratio':<16} {'wall':>7} {'CPU':>7}")
+        print(f"{name:<16} {med[name]:>14.4f} {min(wall[name]):>8.4f} {max(wall[name]):>8.4f} {med_cpu[name]:>18.4f}")
+    pairs = [("robench", "dense"), ("tltorch", "dense"), ("robench", "tltorch"),
+             ("robench+compile", "robench"), ("dense+compile", "dense"), ("robench+compile", "dense+compile")]
+    print(f"{'ratio':<32} {'wall':>7} {'CPU':>7}")
     for a, b in pairs:
         if a in med and b in med:
-            print(f"{a + '/' + b:<16} {med[a] / med[b]:>7.3f} {med_cpu[a] / med_cpu[b]:>7.3f}")
+            print(f"{a + '/' + b:<32} {med[a] / med[b]:>7.3f} {med_cpu[a] / med_cpu[b]:>7.3f}")
 
 
 if __name__ == "__main__":

@@ -192,8 +192,8 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
     """Train what is missing (a checkpoint with the same config hash is reused), attack every
     run, and return (all result rows, failed bounds)."""
     from robench.attacks import parse_attack_options, parse_suite
-    from robench.evaluate import AttackRun, attack_checkpoint
-    from robench.train import TrainConfig, train
+    from robench.evaluation import AttackRun, attack_checkpoint
+    from robench.training import TrainConfig, train
 
     all_rows, failures = [], []
     for run in suite.runs:

@@ -111,7 +111,7 @@ def train(
     ctx: typer.Context,
     defense: str = typer.Option("none", "--defense", "-d", help="Defense name; combine with '+' (see `robench list defenses`)."),
     dataset: str = typer.Option("digits", "--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn or npz:PATH."),
-    arch: str = typer.Option("small-cnn", "--arch", help="small-cnn, lenet, resnet18, vgg16, vgg19."),
+    arch: str = typer.Option("small-cnn", "--arch", help="small-cnn, lenet, resnet18, vgg16, vgg19, torchvision:NAME, timm:NAME or python:PKG.MODULE:FACTORY."),
     epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate [default: 0.1 for sgd, 1e-3 for adam].", show_default=False),
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size."),
@@ -134,7 +134,7 @@ def train(
 
     Re-running an interrupted command resumes from the last completed epoch.
     """
-    from robench.train import TrainConfig, train as run_training
+    from robench.training import TrainConfig, train as run_training
 
     milestones = None
     if schedule is not None:
@@ -197,7 +197,7 @@ def attack(
     by default; a `worst-case` row counts an example robust only if every attack failed.
     """
     from robench.attacks import parse_attack_options, parse_eps, parse_eps_list, parse_suite
-    from robench.evaluate import AttackRun, attack_checkpoint
+    from robench.evaluation import AttackRun, attack_checkpoint
 
     specs = parse_suite(suite)
     plan = AttackRun(
@@ -227,6 +227,52 @@ def attack(
     if any(row["train_mode_left"] for row in rows):
         out.print("[yellow]warning:[/] an attack left the model in train mode; robench reset it to eval (see `robench report` flags)")
     out.print(f"results appended to {ws.results_csv}")
+
+
+@app.command("import", epilog=(
+    "[bold]Examples[/]\n\n"
+    "  robench import my-cnn --model my_models.cnn:build --weights cnn.safetensors --dataset mnist\n\n"
+    "  robench import my-resnet --model my_models:resnet --weights resnet.pth --dataset cifar10 --mean 0.4914,0.4822,0.4465 --std 0.247,0.2435,0.2616\n\n"
+    "  robench attack -c my-cnn --suite fgsm,pgd --eps 0.1,0.3"
+))
+@user_errors
+def import_(
+    name: str = typer.Argument(..., help="Name of the new checkpoint."),
+    model: str = typer.Option(..., "--model", help="PKG.MODULE:FACTORY, a callable returning your nn.Module (importable; PYTHONPATH counts)."),
+    dataset: str = typer.Option(..., "--dataset", help="The dataset the model classifies (its test split is what `attack` uses)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="A .safetensors file or a .pt/.pth state dict (never a pickled module) [default: the factory's own weights].", show_default=False),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Per-channel mean to normalize with inside the model, e.g. 0.1307 [default: none, the network normalizes itself].", show_default=False),
+    std: Optional[str] = typer.Option(None, "--std", help="Per-channel std, with --mean.", show_default=False),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint of that name."),
+    workspace: Optional[Path] = WorkspaceOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+) -> None:
+    """Turn your own trained network into a robench checkpoint (safetensors + meta.json).
+
+    Afterwards `attack`, `report`, `decompose` and `train --init` treat it like a trained one;
+    meta.json records the factory, the normalization and the weights file's sha256.
+    """
+    from robench.api import import_model
+
+    if (mean is None) != (std is None):
+        raise RobenchError("--mean and --std go together; give both or neither")
+    loaded = import_model(
+        name, model, dataset=dataset, weights=weights, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+        workspace=_workspace(workspace), data_dir=_data_dir(data_dir), overwrite=overwrite,
+    )
+    meta = loaded.meta
+    std_text = f" ± {100 * meta['clean_acc_std']:.2f} over {meta['clean_acc_runs']} runs (randomness detected)" if meta["clean_acc_runs"] > 1 else ""
+    out.print(f"imported [bold]{name}[/] ({model}): clean test accuracy {100 * meta['clean_acc']:.2f}%{std_text}")
+    out.print(f"checkpoint: {_workspace(workspace).checkpoint_dir(name)}")
+
+
+def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise RobenchError(f"{option} expects comma-separated numbers like 0.4914,0.4822,0.4465, got {text!r}") from None
 
 
 @app.command(epilog=(
@@ -365,7 +411,7 @@ def list_(
     from robench.attacks import ATTACKS
     from robench.data import DATASETS
     from robench.errors import unknown_name
-    from robench.models import ARCHITECTURES
+    from robench.models import ARCHITECTURES, EXTERNAL_PREFIXES
     from robench.registry import defenses
 
     kinds = ("defenses", "attacks", "datasets", "architectures")
@@ -391,7 +437,7 @@ def list_(
                     text += "\n  options: " + ", ".join(f"{name}.{k}={'paper rule' if v is None else v}" for k, v in spec.options.items())
                 table.add_row(name, text)
         else:
-            for name, summary in (DATASETS if kind == "datasets" else ARCHITECTURES).items():
+            for name, summary in (DATASETS if kind == "datasets" else {**ARCHITECTURES, **EXTERNAL_PREFIXES}).items():
                 table.add_row(name, summary)
         out.print(table)
 

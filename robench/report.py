@@ -21,7 +21,7 @@ from robench.workspace import Workspace, attack_option
 FORMATS = ("table", "csv", "markdown", "json")
 KEY = ["checkpoint", "attack", "eps", "norm", "threat_model", "source", "eot", "bpda", "restarts", "targeted", "attack_options"]
 # Values a row from an older robench lacks; they match what that version did.
-DEFAULTS = {"stochastic": False, "norm": "Linf", "threat_model": "white-box", "source": "", "eot": 1, "bpda": False, "restarts": 1, "targeted": "", "num_classes": 10, "attack_options": "{}"}
+DEFAULTS = {"stochastic": False, "stochastic_by": "", "norm": "Linf", "threat_model": "white-box", "source": "", "eot": 1, "bpda": False, "restarts": 1, "targeted": "", "num_classes": 10, "attack_options": "{}"}
 
 
 @dataclass

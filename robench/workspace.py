@@ -25,7 +25,7 @@ from robench.errors import RobenchError, unknown_name
 
 FORMAT = "robench-checkpoint/1"
 RESULT_COLUMNS = [
-    "checkpoint", "dataset", "arch", "defense", "defense_params", "stochastic", "num_classes", "attack",
+    "checkpoint", "dataset", "arch", "defense", "defense_params", "stochastic", "stochastic_by", "num_classes", "attack",
     "threat_model", "source", "norm", "eps", "steps", "step_size", "restarts", "targeted", "eot",
     "bpda", "attack_options", "n", "runs", "clean_acc", "clean_acc_std", "robust_acc",
     "robust_acc_std", "robust_majority", "mean_linf", "mean_l2", "train_mode_left", "seconds",

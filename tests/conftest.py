@@ -42,7 +42,7 @@ def cli():
 @pytest.fixture(scope="session")
 def _trained_checkpoints(tmp_path_factory):
     """Two digits checkpoints trained once per session: `base` (none) and `td` (theta 0.8)."""
-    from robench.train import TrainConfig, train
+    from robench.training import TrainConfig, train
     from robench.workspace import Workspace
 
     ws = Workspace(tmp_path_factory.mktemp("trained"))

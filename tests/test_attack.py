@@ -72,7 +72,7 @@ def test_model_is_left_in_eval_mode(trained):
 
     from robench.attacks import AttackSettings, get_attack
     from robench.checkpoint import load_checkpoint
-    from robench.evaluate import _craft
+    from robench.evaluation import _craft
 
     loaded = load_checkpoint(trained, "base")
     x = torch.rand(8, 1, 8, 8)

@@ -177,8 +177,8 @@ def test_quilting_replaces_patches_from_its_database():
 
 def test_train_and_attack_end_to_end_on_digits(workspace):
     from robench.attacks import parse_suite
-    from robench.evaluate import AttackRun, attack_checkpoint
-    from robench.train import TrainConfig, train
+    from robench.evaluation import AttackRun, attack_checkpoint
+    from robench.training import TrainConfig, train
 
     config = TrainConfig(epochs=1, train_size=300, defense="splic", defense_params={"splic_outer": 2})
     result = train(config, workspace, name="splic-tiny")

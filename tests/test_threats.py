@@ -68,7 +68,7 @@ def rounding_defense(monkeypatch):
 
 
 def test_bpda_breaks_a_shattered_gradient_defense(workspace, cli, rounding_defense):
-    from robench.train import TrainConfig, train
+    from robench.training import TrainConfig, train
 
     train(TrainConfig(epochs=4, defense="round-levels"), workspace, name="rounded")
     common = ["attack", "-c", "rounded", "--suite", "bim", "--eps", "64/255", "--n", "60"]

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import load_file
 
 from robench.errors import RobenchError
-from robench.train import TrainConfig, train
+from robench.training import TrainConfig, train
 
 
 def test_train_defaults_write_a_checkpoint(workspace, cli):
@@ -38,7 +38,7 @@ def test_resume_continues_from_last_completed_epoch(workspace, monkeypatch):
     config = dict(epochs=3, defense="tensor-dropout", defense_params={"theta": 0.9})
     train(TrainConfig(**config), workspace, name="straight")
 
-    import robench.train as train_module
+    import robench.training as train_module
 
     real_accuracy = train_module.accuracy
     calls = {"n": 0}
@@ -86,9 +86,3 @@ def test_init_must_match_arch_and_dataset(workspace):
     train(TrainConfig(epochs=1), workspace, name="dense")
     with pytest.raises(RobenchError, match="was trained with arch 'small-cnn'"):
         train(TrainConfig(epochs=1, arch="lenet", init="dense"), workspace, name="other")
-
-
-def test_compile_flag_trains(workspace):
-    torch._dynamo.reset()
-    result = train(TrainConfig(epochs=1, defense="tensor-dropout", defense_params={"theta": 0.8}, train_size=256), workspace, compile=True)
-    assert result.meta["status"] == "complete"

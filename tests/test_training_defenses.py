@@ -32,7 +32,7 @@ TRAINED_DEFENSES = [
 
 @pytest.mark.parametrize(("spec", "params"), TRAINED_DEFENSES, ids=[s + "".join(f"-{k}" for k in p) for s, p in TRAINED_DEFENSES])
 def test_each_defense_trains_saves_and_loads(spec, params, workspace):
-    from robench.train import TrainConfig, train
+    from robench.training import TrainConfig, train
 
     result = train(TrainConfig(defense=spec, defense_params=params, epochs=1, train_size=128, batch_size=64, eval_runs=2), workspace, name="m")
     assert result.meta["status"] == "complete"
@@ -216,7 +216,7 @@ def test_binary_keeps_first_conv_real_and_removes_relus_before_binary_convs():
 
 
 def test_attack_ste_option_switches_binary_gradients_and_is_refused_elsewhere(workspace, cli):
-    from robench.train import TrainConfig, train
+    from robench.training import TrainConfig, train
 
     train(TrainConfig(defense="binary", epochs=1, train_size=128), workspace, name="bin")
     train(TrainConfig(epochs=1, train_size=128), workspace, name="real")

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from robench.defenses.base import DefenseStack, Preprocessed
-from robench.errors import RobenchError
+from robench.errors import RobenchError, unknown_name
 
 THREATS = ("white-box", "gray-box", "black-box", "omniscient")
 # The papers tried EOT up to 20 samples with PGD-500; 10 is the default for stochastic models.
@@ -46,14 +46,19 @@ class AttackerView:
     notes: list[str]
 
 
-def attacker_view(model: nn.Module, stack: DefenseStack, threat: str, eot: int | None, bpda: bool | None, own_eot: bool = False) -> AttackerView:
-    """The model an attack differentiates through. `eot` / `bpda` None mean: on where needed."""
-    if threat not in THREATS:
-        from robench.errors import unknown_name
+def attacker_view(model: nn.Module, stack: DefenseStack, threat: str, eot: int | None, bpda: bool | None, own_eot: bool = False,
+                  stochastic_by: str | None = None) -> AttackerView:
+    """The model an attack differentiates through. `eot` / `bpda` None mean: on where needed.
 
+    `stochastic_by` is "detected" when the model's randomness was found by running it although
+    its defense declares none; EOT then applies as for a declared random defense."""
+    if threat not in THREATS:
         raise unknown_name("threat model", threat, THREATS)
     notes: list[str] = []
+    detected = stochastic_by == "detected"
     if threat == "omniscient":
+        if detected:
+            raise RobenchError(f"--threat omniscient switches a defense's randomness off, and the randomness of this model was detected, not declared by {stack.spec!r}; use white-box")
         if not stack.stochastic:
             raise RobenchError(f"--threat omniscient needs a stochastic defense; {stack.spec!r} is deterministic (use white-box)")
         return AttackerView(stack.derandomized(model), 1, False, [f"crafting on {stack.spec} with its randomness off"])
@@ -74,12 +79,13 @@ def attacker_view(model: nn.Module, stack: DefenseStack, threat: str, eot: int |
     samples = 1
     # Gray-box crafts on the bare network: randomness that lives only in the hidden
     # preprocessing (random masks of splic, me-net, tvm) is not there to average over.
-    random_view = stack.stochastic and not (threat == "gray-box" and all(p.owns_preprocess() for p in stack.parts if p.stochastic))
+    random_view = detected or (stack.stochastic and not (threat == "gray-box" and all(p.owns_preprocess() for p in stack.parts if p.stochastic)))
     if random_view and not own_eot:
         samples = DEFAULT_EOT if eot is None else eot
         if samples > 1:
             view = EOT(view, samples)
-            notes.append(f"{stack.spec} is stochastic: every gradient averages {samples} EOT samples (--eot 1 gives the papers' non-adaptive numbers)")
+            why = f"the model (defense {stack.spec}) is random: two forward passes on the same batch differed, though nothing declares it" if detected else f"{stack.spec} is stochastic"
+            notes.append(f"{why}: every gradient averages {samples} EOT samples (--eot 1 gives the papers' non-adaptive numbers)")
     elif eot not in (None, 1) and not random_view:
         notes.append(f"--eot {eot} ignored: {stack.spec} is deterministic" + (" without its preprocessing" if stack.stochastic else ""))
     # Wrappers start in train mode like every new nn.Module; torchattacks would then "restore"

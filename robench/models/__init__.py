@@ -12,9 +12,10 @@ from robench.models.lenet import LeNet
 from robench.models.normalize import Normalize
 from robench.models.resnet import ResNet18
 from robench.models.small_cnn import SmallCNN
+from robench.models.external import external_network
 from robench.models.vgg import VGG
 
-__all__ = ["ARCHITECTURES", "Normalize", "build_model"]
+__all__ = ["ARCHITECTURES", "EXTERNAL_PREFIXES", "Normalize", "build_model"]
 
 ARCHITECTURES: dict[str, str] = {
     "small-cnn": "3-conv CNN, fast on CPU; for 8x8 digits and 28x28 MNIST-scale data",
@@ -35,6 +36,15 @@ _BUILDERS: dict[str, _Builder] = {
 }
 
 
+# Architectures from elsewhere, named with a prefix: `torchvision:resnet18`, `timm:resnet18`, or
+# `python:PKG.MODULE:FACTORY` (a callable returning an nn.Module, as `robench import` records).
+EXTERNAL_PREFIXES: dict[str, str] = {
+    "torchvision:NAME": "any torchvision classification model, first conv and classifier adapted to the dataset",
+    "timm:NAME": "any timm model (pip install 'robench[timm]'), in_chans and num_classes set from the dataset",
+    "python:PKG.MODULE:FACTORY": "your own: a callable returning an nn.Module that maps [0, 1] inputs (after Normalize) to logits",
+}
+
+
 def build_model(
     arch: str,
     in_channels: int,
@@ -44,9 +54,12 @@ def build_model(
     std: Sequence[float],
 ) -> nn.Module:
     """A freshly initialised model that takes [0, 1] pixels and returns logits (N, num_classes)."""
+    prefix, colon, rest = arch.strip().partition(":")
     key = arch.strip().lower().replace("_", "-")
-    if key not in _BUILDERS:
-        raise unknown_name("architecture", arch, ARCHITECTURES)
+    if colon and prefix in ("torchvision", "timm", "python"):
+        key = arch.strip()
+    elif key not in _BUILDERS:
+        raise unknown_name("architecture", arch, [*ARCHITECTURES, *EXTERNAL_PREFIXES])
     if in_channels < 1 or num_classes < 1:
         raise RobenchError(
             f"model needs at least 1 input channel and 1 class, got {in_channels} and {num_classes}"
@@ -61,5 +74,8 @@ def build_model(
         )
     if any(float(s) <= 0 for s in std):
         raise RobenchError(f"normalization std values must be positive, got {tuple(std)}")
-    network = _BUILDERS[key](in_channels, num_classes, (height, width))
+    if colon and prefix in ("torchvision", "timm", "python"):
+        network = external_network(prefix, rest, in_channels, num_classes)
+    else:
+        network = _BUILDERS[key](in_channels, num_classes, (height, width))
     return nn.Sequential(OrderedDict([("normalize", Normalize(mean, std)), ("net", network)]))

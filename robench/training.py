@@ -86,7 +86,8 @@ class TrainConfig:
         if theta is not None and f"-theta{theta}" not in changed:
             changed = f"-theta{theta}" + changed
         init = f"-from-{self.init}" if self.init else ""
-        return f"{data}-{self.arch}-{self.defense}{changed}-e{self.epochs}-s{self.seed}{init}"
+        arch = self.arch.replace(":", "-")  # torchvision:resnet18 -> torchvision-resnet18
+        return f"{data}-{arch}-{self.defense}{changed}-e{self.epochs}-s{self.seed}{init}"
 
 
 @dataclass

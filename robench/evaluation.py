@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from rich.console import Console
@@ -30,6 +30,7 @@ from torch import nn
 from robench.attacks import TARGET_MODES, AttackSettings, AttackSpec
 from robench.attacks.threats import THREATS, attacker_view
 from robench.checkpoint import LoadedCheckpoint, load_checkpoint
+from robench.defenses.base import DefenseStack
 from robench.data import load_dataset, subset
 from robench.errors import RobenchError, unknown_name
 from robench.layers.xnor import STE_CHOICES, set_ste
@@ -131,36 +132,68 @@ class _Tally:
         }
 
 
-def attack_checkpoint(
-    workspace: Workspace,
-    name: str,
-    plan: AttackRun,
-    data_dir: str | Path | None = None,
-    download: bool = False,
-    dataset: str | None = None,
-    device: str = "auto",
-    console: Console | None = None,
-) -> list[dict[str, Any]]:
-    """Attack `name` under `plan`, append the rows to the workspace CSV, and return them."""
-    console = console or Console(stderr=True)
-    torch_device = resolve_device(device)
-    target = load_checkpoint(workspace, name, torch_device)
-    meta = target.meta
-    data = load_dataset(dataset or meta["dataset"], data_dir, download)
-    if data.name != meta["dataset"]:
-        raise RobenchError(f"checkpoint {name!r} was trained on {meta['dataset']!r}, not {data.name!r}; drop --dataset or pick a checkpoint of that dataset")
-    source = _source(workspace, plan, meta, torch_device)
-    x_all, y_all = subset(data.test_x, data.test_y, plan.n, plan.seed)
-    runs = plan.runs if target.defense.stochastic else 1
-    batches = [(start, min(start + plan.batch_size, len(y_all))) for start in range(0, len(y_all), plan.batch_size)]
+@dataclass
+class Target:
+    """A model under evaluation and what the rows say about it.
 
+    `stochastic` is what the evaluation acts on (runs, EOT); `stochastic_by` says why:
+    "declared" (its defense says so), "detected" (two forward passes on the same batch
+    differed although nothing declared randomness) or "" (deterministic)."""
+
+    model: nn.Module
+    defense: DefenseStack
+    info: dict[str, Any]
+    stochastic: bool = False
+    stochastic_by: str = ""
+
+    @classmethod
+    def of(cls, model: nn.Module, defense: DefenseStack, info: dict[str, Any], probe: torch.Tensor) -> "Target":
+        """Declared randomness from the defense, undeclared randomness from the model itself."""
+        if defense.stochastic:
+            return cls(model, defense, info, True, "declared")
+        if is_stochastic(model, probe):
+            return cls(model, defense, info, True, "detected")
+        return cls(model, defense, info)
+
+
+@torch.no_grad()
+def is_stochastic(model: nn.Module, x: torch.Tensor) -> bool:
+    """Do two eval-mode forward passes on the same batch differ?
+
+    The tolerance is far above float noise of a deterministic model and far below what any
+    randomized defense changes; the RNG state is put back so detection shifts no later draw."""
+    state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if x.is_cuda else None
+    model.eval()
+    first, second = model(x), model(x)
+    torch.set_rng_state(state)
+    if cuda_state is not None:
+        torch.cuda.set_rng_state_all(cuda_state)
+    return not torch.allclose(first, second, rtol=1e-4, atol=1e-5)
+
+
+def run_attacks(
+    target: Target,
+    x_all: torch.Tensor,
+    y_all: torch.Tensor,
+    plan: AttackRun,
+    device: torch.device,
+    console: Console,
+    source: Target | None = None,
+    cache_path: Callable[[AttackSpec, AttackSettings], Path] | None = None,
+) -> list[dict[str, Any]]:
+    """The model-in core of every evaluation: attack `target` on (x_all, y_all) under `plan`
+    and return one row per (attack, eps), plus a worst-case row per eps. Nothing is written;
+    `source` (black-box) crafts the examples, cached through `cache_path` when given."""
+    runs = plan.runs if target.stochastic else 1
+    batches = [(start, min(start + plan.batch_size, len(y_all))) for start in range(0, len(y_all), plan.batch_size)]
     crafting = source or target
     if plan.ste is not None and set_ste(crafting.model, plan.ste) == 0:
-        raise RobenchError(f"--ste picks the gradient of binary layers, and {crafting.name!r} ({crafting.meta['defense']}) has none; drop --ste")
+        raise RobenchError(f"--ste picks the gradient of binary layers, and {crafting.info['checkpoint']!r} ({crafting.defense.spec}) has none; drop --ste")
     # The view depends on the attack only through whether it brings its own EOT; building one
     # per kind avoids re-copying the model (omniscient) for every attack of the suite.
     threat = "white-box" if source else plan.threat
-    view_by_eot = {own: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own) for own in {s.own_eot for s in plan.suite}}
+    view_by_eot = {own: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own, crafting.stochastic_by) for own in {s.own_eot for s in plan.suite}}
     views = {spec.name: view_by_eot[spec.own_eot] for spec in plan.suite}
     for note in dict.fromkeys(n for v in view_by_eot.values() for n in v.notes):
         console.print(f"[cyan]note:[/] {note}")
@@ -168,12 +201,11 @@ def attack_checkpoint(
     clean = _Tally(runs)
     torch.manual_seed(plan.seed)
     for start, stop in batches:
-        clean.add(correct_matrix(target.model, x_all[start:stop].to(torch_device), y_all[start:stop].to(torch_device), runs))
+        clean.add(correct_matrix(target.model, x_all[start:stop].to(device), y_all[start:stop].to(device), runs))
     clean_summary = clean.summary()
 
     common = {
-        "checkpoint": name, "dataset": meta["dataset"], "arch": meta["arch"], "defense": meta["defense"],
-        "defense_params": meta.get("defense_params", {}), "stochastic": target.defense.stochastic, "num_classes": meta["num_classes"],
+        **target.info, "stochastic": target.stochastic, "stochastic_by": target.stochastic_by,
         "threat_model": plan.threat, "source": plan.source, "targeted": plan.targeted,
         "n": len(y_all), "runs": runs, "seed": plan.seed, "versions": versions(),
         "clean_acc": clean_summary["mean"], "clean_acc_std": clean_summary["std"],
@@ -181,16 +213,17 @@ def attack_checkpoint(
     rows: list[dict[str, Any]] = []
     survivors: dict[float, torch.Tensor] = {}
     jobs = [(spec, eps) for spec in plan.suite for eps in (plan.eps if plan.bounded(spec) else plan.eps[:1])]
+    name = target.info["checkpoint"]
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     with progress:
         task = progress.add_task(f"attack {name}", total=len(jobs) * len(batches))
         for spec, eps in jobs:
             view = views[spec.name]
-            stochastic_view = crafting.defense.stochastic and plan.threat != "omniscient"
-            settings = plan.settings(spec, eps, meta["num_classes"], view.eot, stochastic_view)
+            stochastic_view = crafting.stochastic and plan.threat != "omniscient"
+            settings = plan.settings(spec, eps, target.info["num_classes"], view.eot, stochastic_view)
             steps, step_size = spec.described_steps(settings)
             label = f"{spec.name} eps={eps * 255:g}/255" if plan.bounded(spec) else spec.name
-            cache = _cache_path(workspace, plan, spec, settings, data.name, len(y_all)) if source else None
+            cache = cache_path(spec, settings) if source is not None and cache_path is not None else None
             cached = load_tensors(cache)["adv"] if cache is not None and cache.is_file() else None
             # Cached black-box examples need no attack; their options are still validated.
             attack = None if cached is not None else spec.make(view.model, settings)
@@ -202,9 +235,9 @@ def attack_checkpoint(
             torch.manual_seed(plan.seed)
             for start, stop in batches:
                 progress.update(task, description=f"{name}: {label}")
-                x, y = x_all[start:stop].to(torch_device), y_all[start:stop].to(torch_device)
+                x, y = x_all[start:stop].to(device), y_all[start:stop].to(device)
                 if cached is not None:
-                    adv = cached[start:stop].to(torch_device)
+                    adv = cached[start:stop].to(device)
                 else:
                     adv, left = _craft(spec, attack, view.model, target.model, x, y, plan.restarts, runs)
                     left_in_train_mode |= left
@@ -226,18 +259,69 @@ def attack_checkpoint(
                 "seconds": round(time.perf_counter() - started, 3),
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             })
+    rows.extend(_worst_case_rows(plan, views, rows, survivors, common))
+    return rows
+
+
+def _worst_case_rows(plan: AttackRun, views: dict[str, Any], rows: list[dict[str, Any]], survivors: dict[float, torch.Tensor], common: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per eps, an example counts as robust only if it survived (by majority vote) every
+    bounded attack of the suite; nothing to add with fewer than two bounded attacks."""
     bounded = [spec for spec in plan.suite if plan.bounded(spec)]
-    if len(bounded) > 1:
-        for eps, robust in survivors.items():
-            worst = robust.double().mean().item()
-            rows.append({
-                **common, "attack": "worst-case", "norm": "/".join(sorted({s.norms[0] if not plan.norm else plan.norm for s in bounded})), "eps": eps,
-                "steps": None, "step_size": None, "restarts": plan.restarts, "eot": max(r["eot"] for r in rows if r["attack"] in {s.name for s in bounded}),
-                "bpda": any(views[s.name].bpda for s in bounded), "attack_options": {"suite": [s.name for s in bounded], **({"ste": plan.ste} if plan.ste else {})},
-                "robust_acc": worst, "robust_acc_std": 0.0, "robust_majority": worst, "mean_linf": None, "mean_l2": None,
-                "train_mode_left": any(r["train_mode_left"] for r in rows), "seconds": 0.0,
-                "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
+    if len(bounded) < 2:
+        return []
+    names = {s.name for s in bounded}
+    worst_rows = []
+    for eps, robust in survivors.items():
+        worst = robust.double().mean().item()
+        worst_rows.append({
+            **common, "attack": "worst-case", "norm": "/".join(sorted({s.norms[0] if not plan.norm else plan.norm for s in bounded})), "eps": eps,
+            "steps": None, "step_size": None, "restarts": plan.restarts, "eot": max(r["eot"] for r in rows if r["attack"] in names),
+            "bpda": any(views[s.name].bpda for s in bounded), "attack_options": {"suite": [s.name for s in bounded], **({"ste": plan.ste} if plan.ste else {})},
+            "robust_acc": worst, "robust_acc_std": 0.0, "robust_majority": worst, "mean_linf": None, "mean_l2": None,
+            "train_mode_left": any(r["train_mode_left"] for r in rows), "seconds": 0.0,
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        })
+    return worst_rows
+
+
+def checkpoint_target(loaded: LoadedCheckpoint, probe: torch.Tensor) -> Target:
+    meta = loaded.meta
+    info = {
+        "checkpoint": loaded.name, "dataset": meta["dataset"], "arch": meta["arch"], "defense": meta["defense"],
+        "defense_params": meta.get("defense_params", {}), "num_classes": meta["num_classes"],
+    }
+    return Target.of(loaded.model, loaded.defense, info, probe)
+
+
+def attack_checkpoint(
+    workspace: Workspace,
+    name: str,
+    plan: AttackRun,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    dataset: str | None = None,
+    device: str = "auto",
+    console: Console | None = None,
+) -> list[dict[str, Any]]:
+    """Attack checkpoint `name` under `plan`, append the rows to the workspace CSV, and return them."""
+    console = console or Console(stderr=True)
+    torch_device = resolve_device(device)
+    loaded = load_checkpoint(workspace, name, torch_device)
+    meta = loaded.meta
+    data = load_dataset(dataset or meta["dataset"], data_dir, download)
+    if data.name != meta["dataset"]:
+        raise RobenchError(f"checkpoint {name!r} was trained on {meta['dataset']!r}, not {data.name!r}; drop --dataset or pick a checkpoint of that dataset")
+    x_all, y_all = subset(data.test_x, data.test_y, plan.n, plan.seed)
+    probe = x_all[: plan.batch_size].to(torch_device)
+    target = checkpoint_target(loaded, probe)
+    source = None
+    if plan.source is not None:
+        loaded_source = load_checkpoint(workspace, plan.source, torch_device)
+        if loaded_source.meta["dataset"] != meta["dataset"]:
+            raise RobenchError(f"--source {plan.source!r} was trained on {loaded_source.meta['dataset']!r}, the target on {meta['dataset']!r}; pick a substitute of the same dataset")
+        source = checkpoint_target(loaded_source, probe)
+    cache = lambda spec, settings: _cache_path(workspace, plan, spec, settings, data.name, len(y_all))  # noqa: E731
+    rows = run_attacks(target, x_all, y_all, plan, torch_device, console, source, cache)
     workspace.append_results(rows)
     return rows
 
@@ -274,15 +358,6 @@ def _reset_eval(*models: nn.Module) -> bool:
     for model in models:
         model.eval()
     return left
-
-
-def _source(workspace: Workspace, plan: AttackRun, meta: dict[str, Any], device: torch.device) -> LoadedCheckpoint | None:
-    if plan.source is None:
-        return None
-    source = load_checkpoint(workspace, plan.source, device)
-    if source.meta["dataset"] != meta["dataset"]:
-        raise RobenchError(f"--source {plan.source!r} was trained on {source.meta['dataset']!r}, the target on {meta['dataset']!r}; pick a substitute of the same dataset")
-    return source
 
 
 def _cache_path(workspace: Workspace, plan: AttackRun, spec: AttackSpec, settings: AttackSettings, dataset: str, n: int) -> Path:
