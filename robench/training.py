@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -70,9 +71,6 @@ class TrainConfig:
             raise RobenchError(f"--train-size must be >= 1, got {self.train_size}")
         # Canonical, validated parameter values, so equal settings hash equally.
         self.defense_params = defense_stack(self.defense, self.defense_params).param_values
-
-    def lr_at(self, epoch: int) -> float:
-        return self.lr * self.gamma ** sum(1 for m in self.schedule if epoch >= m)
 
     def config_hash(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str)
@@ -225,6 +223,7 @@ def train(
     model = _initial_model(config, workspace, meta)
     model.to(torch_device)
     optimizer = _optimizer(config, model)
+    scheduler = _StepSchedule(optimizer, milestones=config.schedule, gamma=config.gamma)
     start_epoch = 0
     if existing is not None:
         state = load_tensors(run_dir / "train_state.safetensors")
@@ -233,6 +232,7 @@ def train(
         if "rng.cpu" in state:
             torch.set_rng_state(state["rng.cpu"])
         start_epoch = existing["epochs_done"]
+        _fast_forward(scheduler, start_epoch)
         console.print(f"[yellow]resuming {name!r} from epoch {start_epoch}/{config.epochs}[/]")
 
     stack = defense_stack(config.defense, config.defense_params)
@@ -251,9 +251,7 @@ def train(
         batch_task = progress.add_task("  batches", total=n_batches, status="")
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
-            lr = config.lr_at(epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = scheduler.get_last_lr()[0]
             stack.start_epoch(epoch, config.epochs)
             generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             progress.reset(batch_task, total=n_batches)
@@ -278,6 +276,7 @@ def train(
                 "seconds": round(time.perf_counter() - started, 3),
             })
             meta["epochs_done"] = epoch + 1
+            scheduler.step()
             _save(workspace, name, model, optimizer, meta)
             progress.update(epochs_task, advance=1, status=f"loss {loss_sum / seen:.4f} test acc {test_acc:.4f}")
 
@@ -289,6 +288,26 @@ def train(
     })
     _save(workspace, name, model, optimizer, meta)
     return TrainResult(name, meta, start_epoch, skipped=False)
+
+
+class _StepSchedule(torch.optim.lr_scheduler.MultiStepLR):
+    """MultiStepLR that sets lr * gamma ** (milestones passed) at every step, its closed form.
+    The stock chained form multiplies the previous lr by gamma and can end an ulp away (lr 0.01,
+    gamma 0.2, three milestones: 0.0004 instead of 0.0004000000000000001), which would change
+    the recorded lrs, and the weights, of such settings trained before the scheduler was used."""
+
+    def get_lr(self) -> list[float]:
+        return self._get_closed_form_lr()
+
+
+def _fast_forward(scheduler: torch.optim.lr_scheduler.LRScheduler, epochs: int) -> None:
+    """Position a fresh scheduler at the resumed epoch by stepping it through the epochs already
+    done: nothing of it needs saving, so checkpoints written before it existed resume too."""
+    with warnings.catch_warnings():
+        # Replaying finished epochs skips no optimizer step, which is what this warning guards against.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before `optimizer.step\\(\\)`")
+        for _ in range(epochs):
+            scheduler.step()
 
 
 @contextmanager

@@ -99,6 +99,80 @@ def test_flops_match_eqs_2_4_and_2_7_on_hand_computed_layers():
     assert sum(module_flops(pair, x).values()) == lowrank_flops(64, 32, 3, 16, 16, 16) == 16 * 256 * 288 + 64 * 256 * 16
 
 
+def _torch_flops(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """FlopCounterMode's FLOPs per module path (no prefix), and "" for the whole model."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    prefix = type(model).__name__
+    counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    return {"": counts[prefix], **{name[len(prefix) + 1:]: value for name, value in counts.items() if name.startswith(prefix + ".")}}
+
+
+def test_flops_agree_with_torch_flop_counter_before_and_after_decomposition():
+    from robench.decompose.flops import total_flops
+    from robench.decompose.layers import apply_structure
+    from robench.models.small_cnn import SmallCNN
+
+    # FlopCounterMode counts a multiply-accumulate as 2 FLOPs (a multiply and an add); robench,
+    # like the thesis, counts it as 1, and neither counts bias additions.
+    MAC = 2
+    torch.manual_seed(0)
+    model = SmallCNN(1, 10, (8, 8)).eval()
+    x = torch.rand(1, 1, 8, 8)
+    counted = _torch_flops(model, x)
+    assert counted[""] == MAC * total_flops(model, x)
+    # Eq. 2.4 for each conv (8x8 outputs, then 4x4 after the pool).
+    assert counted["features.0"] == MAC * conv_flops(32, 1, 3, 8, 8)
+    assert counted["features.3"] == MAC * conv_flops(64, 32, 3, 8, 8)
+    assert counted["features.7"] == MAC * conv_flops(64, 64, 3, 4, 4)
+
+    apply_structure(model, {
+        "features.0": {"type": "lowrank", "rank": 8},
+        "features.3": {"type": "lowrank", "rank": 16},
+        "features.7": {"type": "tucker2", "rank_in": 16, "rank_out": 24},
+    })
+    counted = _torch_flops(model, x)
+    assert counted[""] == MAC * total_flops(model, x)
+    assert {name: MAC * value for name, value in module_flops(model, x).items()} == {name: counted[name] for name in module_flops(model, x)}
+    # Eq. 2.7 for the decomposed pairs.
+    assert counted["features.0"] == MAC * lowrank_flops(32, 1, 3, 8, 8, 8)
+    assert counted["features.3"] == MAC * lowrank_flops(64, 32, 3, 16, 8, 8)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_prepare_folds_batch_norm_into_the_last_conv(affine):
+    from robench.decompose.speed import prepare
+    from robench.decompose.layers import CPConv2d, Tucker2Conv2d
+
+    torch.manual_seed(0)
+    bn = lambda n: nn.BatchNorm2d(n, affine=affine)  # noqa: E731
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), bn(8), nn.ReLU(),
+        LowRankConv2d(nn.Conv2d(8, 12, 3, padding=1), 4), bn(12), nn.ReLU(),
+        Tucker2Conv2d(nn.Conv2d(12, 10, 3, padding=1), 6, 5), bn(10), nn.ReLU(),
+        CPConv2d(nn.Conv2d(10, 6, 3, padding=1), 7), bn(6),
+    )
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            if affine:
+                nn.init.normal_(module.weight)
+                nn.init.normal_(module.bias)
+    model.eval()
+    x = torch.rand(4, 3, 9, 9)
+    for channels_last in (False, True):
+        prepared = prepare(model, channels_last=channels_last)
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
+        with torch.no_grad():
+            torch.testing.assert_close(prepared(x), model(x), rtol=1e-5, atol=1e-5)
+    # The original keeps its batch norms and weights.
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 4
+
+
 def test_rank_and_config_validation():
     names = ["conv1", "conv2", "conv3"]
     assert parse_ranks("0.5", names) == (0.5, {})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Preprocessed
+from robench.defenses.base import Defense, Preprocessed
 from robench.defenses.keypoint_completion import keypoint_mask
 from robench.errors import RobenchError
 from robench.registry import defense_stack
@@ -115,13 +116,47 @@ def test_keypoint_completion_keeps_tv_denoised_pixels_off_the_keypoints():
         stack.parts[0].preprocess(x)
 
 
-def test_bpda_passes_gradients_through_the_preprocessing():
-    stack = defense_stack("keypoint-completion", FAST["keypoint-completion"])
-    model = stack.build(tiny_net())
-    view = Preprocessed(model._defenses, model.model, bpda=True).eval()
-    x = images(n=2).requires_grad_(True)
-    view(x).sum().backward()
-    assert x.grad is not None and x.grad.abs().sum() > 0
+class RoundWithSurrogate(Defense):
+    """Test only: rounding to 4 grey levels, with a smooth staircase as its BPDA surrogate."""
+
+    name = "round-surrogate"
+    summary = "test only"
+    differentiable = False
+
+    def preprocess(self, x):
+        return torch.round(x * 3) / 3
+
+    def bpda_approximation(self, x):
+        return x - torch.sin(6 * torch.pi * x) / (6 * torch.pi)
+
+
+@pytest.mark.parametrize("defense", ["keypoint-completion", "round-surrogate"])
+def test_bpda_gradient_is_the_surrogates_gradient_at_the_exact_forward_pass(defense):
+    if defense == "round-surrogate":
+        model = Preprocessed([RoundWithSurrogate()], tiny_net())
+    else:
+        model = defense_stack(defense, FAST[defense]).build(tiny_net())
+    (part,) = model._defenses
+    net = model.model
+    x, y = images(n=2), torch.tensor([1, 3])
+
+    view = model.with_bpda().eval()
+    x_bpda = x.clone().requires_grad_(True)
+    (got,) = torch.autograd.grad(F.cross_entropy(view(x_bpda), y), x_bpda)
+
+    # BPDA: the network's gradient at the exact preprocessed input, carried back to x by the
+    # surrogate's Jacobian (identity when the defense gives none).
+    with torch.no_grad():
+        exact = part.preprocess(x, model=net) if part.needs_model else part.preprocess(x)
+    z = exact.clone().requires_grad_(True)
+    (at_exact,) = torch.autograd.grad(F.cross_entropy(net(z), y), z)
+    x_ref = x.clone().requires_grad_(True)
+    surrogate = part.bpda_approximation(x_ref)
+    surrogate = x_ref if surrogate is None else surrogate
+    (expected,) = torch.autograd.grad(surrogate, x_ref, grad_outputs=at_exact)
+
+    assert expected.abs().sum() > 0
+    torch.testing.assert_close(got, expected)
 
 
 def test_training_sees_clean_or_processed_inputs_as_the_defense_says():

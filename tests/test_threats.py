@@ -123,11 +123,69 @@ def test_same_command_twice_gives_the_same_rows(trained, cli):
     assert [[r[k] for k in numbers] for r in rows[:half]] == [[r[k] for k in numbers] for r in rows[half:]]
 
 
-def test_restarts_and_targeted(trained, cli):
-    result = cli("attack", "-c", "base", "--suite", "pgd", "--eps", "32/255", "--n", "40", "--restarts", "3", "--targeted", "least-likely")
-    assert result.exit_code == 0, result.output
-    (row,) = rows_of(trained)
-    assert row["restarts"] == "3" and row["targeted"] == "least-likely"
+def record_crafting(monkeypatch, attack: str) -> list[tuple]:
+    """Every call of `attack` during crafting, as (model crafted on, x, y, adversarial x)."""
+    from robench.attacks import ATTACKS
+
+    calls = []
+    real_make = type(ATTACKS[attack]).make
+
+    def make(spec, model, settings):
+        crafted = real_make(spec, model, settings)
+        if spec.name != attack:
+            return crafted
+
+        def craft(x, y):
+            adv = crafted(x, y)
+            calls.append((model, x, y, adv.detach().clone()))
+            return adv
+
+        return craft
+
+    monkeypatch.setattr(type(ATTACKS[attack]), "make", make)
+    return calls
+
+
+def test_restarts_keep_per_example_the_worst_candidate(trained, cli, monkeypatch):
+    calls = record_crafting(monkeypatch, "pgd")
+    # At 16/255 PGD fools some digits from one random start and not from another.
+    common = ["attack", "-c", "base", "--suite", "pgd", "--eps", "16/255", "--n", "60"]
+    assert cli(*common).exit_code == 0
+    (single,) = calls
+    calls.clear()
+    assert cli(*common, "--restarts", "4").exit_code == 0
+    once, four = rows_of(trained)
+    assert (once["restarts"], four["restarts"]) == ("1", "4")
+    # One batch (60 < --batch-size), attacked once per restart; the first restart is the single run.
+    assert len(calls) == 4
+    assert torch.equal(calls[0][3], single[3])
+    model, _, y, _ = single
+    with torch.no_grad():
+        correct = torch.stack([model(adv).argmax(1) == y for *_, adv in calls])
+    # The base model is deterministic: an example survives the restarts only if every start fails.
+    assert float(once["robust_acc"]) == pytest.approx(correct[0].double().mean().item())
+    assert float(four["robust_acc"]) == pytest.approx(correct.all(0).double().mean().item())
+    assert float(four["robust_acc"]) < float(once["robust_acc"])
+
+
+def test_targeted_least_likely_lands_on_the_least_likely_class(trained, cli, monkeypatch):
+    calls = record_crafting(monkeypatch, "pgd")
+    common = ["attack", "-c", "base", "--suite", "pgd", "--eps", "64/255", "--n", "60"]
+    assert cli(*common).exit_code == 0
+    assert cli(*common, "--targeted", "least-likely").exit_code == 0
+    untargeted, targeted = rows_of(trained)
+    assert (untargeted["targeted"], targeted["targeted"]) == ("", "least-likely")
+
+    def least_likely_share(model, x, y, adv):
+        with torch.no_grad():
+            least_likely, predicted = model(x).argmin(1), model(adv).argmax(1)
+        fooled = predicted != y
+        return int(fooled.sum()), (predicted[fooled] == least_likely[fooled]).double().mean().item()
+
+    (fooled_u, share_u), (fooled_t, share_t) = (least_likely_share(*call) for call in calls)
+    # Untargeted PGD goes to a nearby class; the least-likely one is then (almost) never hit.
+    assert fooled_u >= 30 and share_u < 0.2, (fooled_u, share_u)
+    assert fooled_t >= 30 and share_t > 0.6, (fooled_t, share_t)
 
 
 @pytest.mark.parametrize(

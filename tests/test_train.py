@@ -35,8 +35,10 @@ def test_digits_baseline_learns(workspace):
 
 
 def test_resume_continues_from_last_completed_epoch(workspace, monkeypatch):
-    config = dict(epochs=3, defense="tensor-dropout", defense_params={"theta": 0.9})
-    train(TrainConfig(**config), workspace, name="straight")
+    # Milestones at epochs 1 and 2: the resumed epoch 2 runs at the once-decayed lr only if the
+    # scheduler is positioned at the resumed epoch.
+    config = dict(epochs=3, schedule=[1, 2], defense="tensor-dropout", defense_params={"theta": 0.9})
+    straight = train(TrainConfig(**config), workspace, name="straight")
 
     import robench.training as train_module
 
@@ -58,6 +60,7 @@ def test_resume_continues_from_last_completed_epoch(workspace, monkeypatch):
     resumed = train(TrainConfig(**config), workspace, name="resumed")
     assert resumed.resumed_from == 1
     assert [h["epoch"] for h in resumed.meta["history"]] == [1, 2, 3]
+    assert [h["lr"] for h in resumed.meta["history"]] == [h["lr"] for h in straight.meta["history"]] == [0.1, 0.1 * 0.1, 0.1 * 0.1**2]
     a = load_file(str(workspace.checkpoint_dir("straight") / "model.safetensors"))
     b = load_file(str(workspace.checkpoint_dir("resumed") / "model.safetensors"))
     # Shuffling, dropout masks and momentum are restored, so the weights match the straight run.

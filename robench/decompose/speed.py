@@ -17,27 +17,20 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from robench.decompose.layers import CPConv2d, LowRankConv2d, Tucker2Conv2d
 
 
-def _last_conv(module: nn.Module) -> nn.Conv2d | None:
+def _last_conv_path(module: nn.Module) -> str | None:
+    """Path inside `module` of the conv that produces its output ("" for a plain conv)."""
     if isinstance(module, nn.Conv2d):
-        return module
+        return ""
     if isinstance(module, LowRankConv2d):
-        return module.combine
+        return "combine"
     if isinstance(module, (Tucker2Conv2d, CPConv2d)):
-        return module.last
+        return "last"
     return None
-
-
-@torch.no_grad()
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    scale = bn.weight / (bn.running_var + bn.eps).sqrt() if bn.affine else 1.0 / (bn.running_var + bn.eps).sqrt()
-    shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-    conv.bias = nn.Parameter(bias * scale + shift)
 
 
 def prepare(model: nn.Module, channels_last: bool = True, fold_bn: bool = True) -> nn.Module:
@@ -49,10 +42,18 @@ def prepare(model: nn.Module, channels_last: bool = True, fold_bn: bool = True) 
         if fold_bn and isinstance(module, nn.Sequential):
             names = list(module._modules)
             for first, second in zip(names, names[1:]):
-                conv, bn = _last_conv(module._modules[first]), module._modules[second]
-                if conv is not None and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and conv.out_channels == bn.num_features:
-                    _fold(conv, bn)
-                    module._modules[second] = nn.Identity()
+                owner, bn, path = module._modules[first], module._modules[second], _last_conv_path(module._modules[first])
+                if path is None or not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats:
+                    continue
+                conv = owner.get_submodule(path)
+                if conv.out_channels != bn.num_features:
+                    continue
+                fused = fuse_conv_bn_eval(conv, bn)
+                if path:
+                    setattr(owner, path, fused)
+                else:
+                    module._modules[first] = fused
+                module._modules[second] = nn.Identity()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model.to(memory_format=torch.channels_last) if channels_last else model
