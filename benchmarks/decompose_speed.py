@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from robench.decompose.flops import count_parameters, total_flops  # noqa: E402
 from robench.decompose.l1 import fit_l1  # noqa: E402
 from robench.decompose.l2 import fit_l2  # noqa: E402
-from robench.decompose.layers import LowRankConv2d, conv_layers, replace_module  # noqa: E402
+from robench.layers.decomposed import LowRankConv2d, conv_layers, replace_module  # noqa: E402
 from robench.decompose.speed import prepare, side_by_side  # noqa: E402
 from robench.models import build_model  # noqa: E402
 

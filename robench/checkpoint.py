@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from robench.errors import RobenchError
+from robench.layers.decomposed import apply_structure
 from robench.models import build_model
 from robench.registry import defense_stack
 from robench.defenses.base import DefenseStack
@@ -28,8 +29,6 @@ def bare_model(meta: dict[str, Any]) -> nn.Module:
     model = build_model(meta["arch"], shape[0], meta["num_classes"], tuple(shape[1:]), meta["mean"], meta["std"])
     if meta.get("decomposition"):
         # `robench decompose` output: its convs become the decomposed modules named in meta.json.
-        from robench.decompose.layers import apply_structure
-
         apply_structure(model, meta["decomposition"])
     return model
 

@@ -198,6 +198,7 @@ def attack(
     """
     from robench.attacks import parse_attack_options, parse_eps, parse_eps_list, parse_suite
     from robench.evaluation import AttackRun, attack_checkpoint
+    from robench.parsing import format_eps
 
     specs = parse_suite(suite)
     plan = AttackRun(
@@ -217,7 +218,7 @@ def attack(
         table.add_column(column, justify="left" if column == "attack" else "right")
     for row in rows:
         spread = (lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}") if row["runs"] > 1 else (lambda m, s: f"{100 * m:.1f}")
-        eps_text = "-" if row["eps"] is None else (f"{row['eps']:g}" if row["norm"] == "L2" else f"{row['eps'] * 255:g}/255")
+        eps_text = "-" if row["eps"] is None else format_eps(row["eps"], row["norm"])
         cells = [row["attack"], eps_text, str(row["steps"] or "-"), str(row["eot"]),
                  spread(row["clean_acc"], row["clean_acc_std"]), spread(row["robust_acc"], row["robust_acc_std"])]
         if row["runs"] > 1:

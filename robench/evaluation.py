@@ -35,6 +35,7 @@ from robench.data import load_dataset, subset
 from robench.errors import RobenchError, unknown_name
 from robench.layers.xnor import STE_CHOICES, set_ste
 from robench.metrics import resolve_device, versions
+from robench.parsing import eps_over_255, parse_bool
 from robench.workspace import Workspace, atomic_save_tensors, load_tensors
 
 
@@ -82,8 +83,11 @@ class AttackRun:
         """Does this attack respect eps (by design, or projected with ATTACK.project=true)?"""
         if spec.bounded:
             return True
-        raw = str(self.options.get(spec.name, {}).get("project", "false")).strip().lower()
-        return raw in {"1", "true", "yes", "on"}
+        try:
+            return parse_bool(self.options.get(spec.name, {}).get("project", False))
+        except ValueError:
+            # Planning counts anything but a yes-word as unprojected; making the attack refuses a malformed string.
+            return False
 
     def settings(self, spec: AttackSpec, eps: float, num_classes: int, eot: int, stochastic: bool = True) -> AttackSettings:
         return AttackSettings(
@@ -222,7 +226,7 @@ def run_attacks(
             stochastic_view = crafting.stochastic and plan.threat != "omniscient"
             settings = plan.settings(spec, eps, target.info["num_classes"], view.eot, stochastic_view)
             steps, step_size = spec.described_steps(settings)
-            label = f"{spec.name} eps={eps * 255:g}/255" if plan.bounded(spec) else spec.name
+            label = f"{spec.name} eps={eps_over_255(eps)}" if plan.bounded(spec) else spec.name
             cache = cache_path(spec, settings) if source is not None and cache_path is not None else None
             cached = load_tensors(cache)["adv"] if cache is not None and cache.is_file() else None
             # Cached black-box examples need no attack; their options are still validated.

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from robench.attacks.threats import DEFAULT_EOT
 from robench.errors import RobenchError
+from robench.parsing import eps_pixels
 from robench.workspace import Workspace, attack_option
 
 FORMATS = ("table", "csv", "markdown", "json")
@@ -76,7 +77,7 @@ def _speedups(workspace: Workspace, names) -> dict[str, float]:
 def eps_label(eps: float) -> str:
     if pd.isna(eps):
         return ""
-    return f"{eps * 255:.2f}".rstrip("0").rstrip(".")
+    return eps_pixels(eps)
 
 
 def row_label(row: pd.Series) -> str:

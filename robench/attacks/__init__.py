@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Callable, Mapping
 
 import torch
@@ -29,6 +28,7 @@ import torchattacks
 from torch import nn
 
 from robench.errors import RobenchError, unknown_name
+from robench.parsing import parse_bool, parse_number
 
 NORMS = ("Linf", "L2")
 TARGET_MODES = ("random", "least-likely")
@@ -134,14 +134,13 @@ def _coerce_like(default: Any, raw: Any, where: str) -> Any:
     if isinstance(raw, str):
         text = raw.strip()
         if isinstance(default, bool):
-            if text.lower() in {"1", "true", "yes", "on"}:
-                return True
-            if text.lower() in {"0", "false", "no", "off"}:
-                return False
-            raise RobenchError(f"--attack-opt {where} expects true or false, got {raw!r}")
+            try:
+                return parse_bool(text)
+            except ValueError:
+                raise RobenchError(f"--attack-opt {where} expects true or false, got {raw!r}") from None
         try:
-            value: Any = float(Fraction(text)) if "/" in text else float(text)
-        except (ValueError, ZeroDivisionError):
+            value: Any = parse_number(text)
+        except ValueError:
             raise RobenchError(f"--attack-opt {where} expects a number, got {raw!r}") from None
     else:
         value = raw
@@ -314,8 +313,8 @@ def parse_eps(text: str, option: str = "--eps") -> float:
     mistake (pixels on the 0..255 scale) that we refuse rather than guess."""
     raw = text.strip()
     try:
-        value = float(Fraction(raw)) if "/" in raw else float(raw)
-    except (ValueError, ZeroDivisionError):
+        value = parse_number(raw)
+    except ValueError:
         raise RobenchError(f"{option} {raw!r} is not a number; write it as a fraction like 8/255 or a decimal like 0.03") from None
     if not math.isfinite(value) or value < 0:
         raise RobenchError(f"{option} {raw!r} must be a finite number >= 0")

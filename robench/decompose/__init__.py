@@ -40,11 +40,12 @@ from robench.decompose import kernel
 from robench.decompose.flops import conv_flops, count_parameters, lowrank_flops, module_flops, prefix_flops
 from robench.decompose.l1 import LowRankMap, fit_l1
 from robench.decompose.l2 import fit_l2
-from robench.decompose.layers import LowRankConv2d, conv_layers, replace_module, structure_entry
 from robench.decompose.speed import speed_report
 from robench.defenses.base import Preprocessed
 from robench.errors import RobenchError, unknown_name
+from robench.layers.decomposed import LowRankConv2d, conv_layers, replace_module, structure_entry
 from robench.metrics import accuracy_over_runs, versions
+from robench.parsing import parse_number
 from robench.workspace import Workspace, append_csv, atomic_save_tensors
 
 __all__ = ["METHODS", "DecomposeConfig", "DecomposeResult", "decompose_checkpoint", "decompose_run", "parse_ranks"]
@@ -128,8 +129,8 @@ class DecomposeResult:
 
 def _fraction(text: str, where: str) -> float:
     try:
-        value = float(text.split("/")[0]) / float(text.split("/")[1]) if "/" in text else float(text)
-    except (ValueError, ZeroDivisionError):
+        value = parse_number(text)
+    except ValueError:
         raise RobenchError(f"{where} expects a fraction like 0.5 or 1/4, got {text!r}") from None
     if not 0 < value <= 1 or not math.isfinite(value):
         raise RobenchError(f"{where} must be a fraction of the layer's filters in (0, 1], got {text!r}")

@@ -19,7 +19,7 @@ import torch
 from tensorly.decomposition import parafac, partial_tucker
 from torch import nn
 
-from robench.decompose.layers import CPConv2d, Tucker2Conv2d
+from robench.layers.decomposed import CPConv2d, Tucker2Conv2d
 
 
 def _bias(conv: nn.Conv2d) -> torch.Tensor:

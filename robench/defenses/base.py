@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robench.errors import RobenchError, unknown_name
+from robench.parsing import parse_bool, parse_number
 
 
 @dataclass(frozen=True)
@@ -44,17 +45,9 @@ class Param:
 
 def _coerce(kind: type, raw: Any) -> Any:
     if kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in {"1", "true", "yes", "on"}:
-            return True
-        if text in {"0", "false", "no", "off"}:
-            return False
-        raise ValueError(raw)
-    if kind is float and isinstance(raw, str) and "/" in raw:
-        num, den = raw.split("/", 1)
-        return float(num) / float(den)
+        return parse_bool(raw)
+    if kind is float and isinstance(raw, str):
+        return parse_number(raw)
     if kind is int and isinstance(raw, float) and not raw.is_integer():
         raise ValueError(raw)
     return kind(raw)
@@ -248,6 +241,19 @@ class Preprocessed(nn.Module):
                 continue
             x = _straight_through(defense, x, self.model) if self.bpda and not defense.differentiable else _apply(defense, x, self.model)
         return self.model(x)
+
+
+def freeze(model: nn.Module, kind: type, seed: int = 0) -> None:
+    """Fix the seed of every `kind` defense inside model's Preprocessed wrappers.
+
+    Its draws then come from `robench.preprocess.sampling.generator_for`, the same every forward
+    pass: the omniscient attacker's view ("randomness off").
+    """
+    for module in model.modules():
+        if isinstance(module, Preprocessed):
+            for defense in module._defenses:
+                if isinstance(defense, kind):
+                    defense._frozen_seed = seed
 
 
 def _apply(defense: Defense, x: torch.Tensor, model: nn.Module) -> torch.Tensor:

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, one_of, positive
+from robench.defenses.base import Defense, Param, at_least_one, freeze, in_unit_interval, one_of, positive
 from robench.errors import RobenchError
 from robench.preprocess.chunks import chunked
 from robench.preprocess.completion import nucnorm, soft_impute, usvt
-from robench.preprocess.sampling import freeze, generator_for, uniform
+from robench.preprocess.sampling import generator_for, uniform
 
 METHODS = ("usvt", "softimpute", "nucnorm")
 CHANNEL_MODES = ("concat", "separate")

@@ -23,11 +23,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robench.defenses.base import Defense, Param
+from robench.defenses.base import Defense, Param, freeze
 from robench.errors import RobenchError
 from robench.preprocess.chunks import chunked
 from robench.preprocess.quilting import quilt, sample_patches
-from robench.preprocess.sampling import freeze, generator_for
+from robench.preprocess.sampling import generator_for
 
 
 def _at_least(low: int):

@@ -24,9 +24,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, non_negative, open_unit_interval, positive
+from robench.defenses.base import Defense, Param, at_least_one, freeze, in_unit_interval, non_negative, open_unit_interval, positive
 from robench.preprocess.chunks import chunked
-from robench.preprocess.sampling import freeze, generator_for, uniform
+from robench.preprocess.sampling import generator_for, uniform
 from robench.preprocess.srf import srf_complete
 
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
-from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, non_negative
+from robench.defenses.base import Defense, Param, at_least_one, freeze, in_unit_interval, non_negative
 from robench.preprocess.chunks import chunked
-from robench.preprocess.sampling import freeze, generator_for, uniform
+from robench.preprocess.sampling import generator_for, uniform
 from robench.preprocess.tv import tv_inpaint
 
 

@@ -1,1 +1,1 @@
-"""Factorized layers shared by defenses and (later) `robench decompose`."""
+"""Factorized layers shared by defenses, `robench decompose` and checkpoint loading."""
