@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +29,23 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from robench.attacks import get_attack, parse_eps
+from robench.attacks import get_attack, parse_attack_options, parse_eps, parse_suite
 from robench.errors import RobenchError, unknown_name
+from robench.evaluation import AttackRun, attack_checkpoint
+from robench.training import TrainConfig, train
 
-TRAIN_KEYS = {
-    "dataset": str, "arch": str, "defense": str, "params": dict, "epochs": int, "optimizer": str,
-    "lr": float, "momentum": float, "weight_decay": float, "batch_size": int, "schedule": list, "gamma": float,
-    "seed": int, "train_size": int, "init": str,
-}
-ATTACK_KEYS = {
-    "attacks": list, "eps": list, "n": int, "runs": int, "steps": int, "step_size": float, "attack_seed": int,
-    "threat": str, "eot": int, "restarts": int, "targeted": str, "norm": str, "source": str, "attack_options": dict, "ste": str,
-}
+def _toml_type(annotation: str) -> type:
+    """The TOML value type of a settings field, from its annotation ("int | None" -> int)."""
+    base = annotation.replace(" | None", "").split("[")[0].strip()
+    return {"int": int, "float": float, "str": str, "bool": bool, "list": list, "dict": dict}[base]
+
+
+# One schema per settings family: benchmarks.toml's keys are TrainConfig's and AttackRun's
+# fields (so a setting added there is settable here), under these TOML names where they differ.
+_TRAIN_NAMES = {"defense_params": "params"}
+_ATTACK_NAMES = {"suite": "attacks", "seed": "attack_seed", "options": "attack_options", "batch_size": "attack_batch_size"}
+TRAIN_KEYS = {_TRAIN_NAMES.get(f.name, f.name): _toml_type(f.type) for f in fields(TrainConfig)}
+ATTACK_KEYS = {_ATTACK_NAMES.get(f.name, f.name): _toml_type(f.type) for f in fields(AttackRun)}
 RUN_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "name": str, "expect": dict, "decompose": dict}
 SUITE_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "description": str, "include": list, "run": list, "reference": str}
 
@@ -160,6 +165,11 @@ def resolve_suite(path: Path, name: str, _seen: tuple[str, ...] = ()) -> Suite:
     return Suite(name, table.get("description", ""), runs)
 
 
+def _keys(settings: type, renames: dict[str, str]) -> list[tuple[str, str]]:
+    """(field, TOML key) pairs of a settings dataclass."""
+    return [(f.name, renames.get(f.name, f.name)) for f in fields(settings)]
+
+
 def _flatten(options: dict[str, Any]) -> list[tuple[str, Any]]:
     """attack_options = { pgd = { steps = 500 } } -> [("pgd.steps", 500)]."""
     flat = []
@@ -191,10 +201,6 @@ def check_bounds(run: BenchRun, rows: list[dict[str, Any]]) -> list[str]:
 def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, device: str = "auto", console=None, retrain: bool = False):
     """Train what is missing (a checkpoint with the same config hash is reused), attack every
     run, and return (all result rows, failed bounds)."""
-    from robench.attacks import parse_attack_options, parse_suite
-    from robench.evaluation import AttackRun, attack_checkpoint
-    from robench.training import TrainConfig, train
-
     all_rows, failures = [], []
     for run in suite.runs:
         s = run.settings
@@ -204,20 +210,15 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
 
             result = decompose_run(s["decompose"], workspace, run.name, data_dir=data_dir, download=download, console=console, overwrite=retrain)
         else:
-            train_args = {k: s[k] for k in TRAIN_KEYS if k in s and k != "params"}
-            config = TrainConfig(**train_args, defense_params=dict(s.get("params", {})))
+            train_args = {field: s[key] for field, key in _keys(TrainConfig, _TRAIN_NAMES) if key in s}
+            config = TrainConfig(**{**train_args, "defense_params": dict(s.get("params", {}))})
             result = train(config, workspace, name=run.name, data_dir=data_dir, download=download, device=device, console=console, overwrite=retrain)
         if result.skipped and console is not None:
             console.print(f"reusing checkpoint {run.name!r} (same settings, config hash {result.meta['config_hash']})")
         suite_specs = parse_suite(",".join(s["attacks"]))
         options = parse_attack_options([f"{k}={v}" for k, v in _flatten(s.get("attack_options", {}))], suite_specs)
-        plan = AttackRun(
-            suite=suite_specs, eps=[parse_eps(str(e)) for e in s["eps"]],
-            n=s.get("n", 1000), seed=s.get("attack_seed", 0), runs=s.get("runs", 10),
-            steps=s.get("steps"), step_size=s.get("step_size"), threat=s.get("threat", "white-box"),
-            eot=s.get("eot"), restarts=s.get("restarts", 1), targeted=s.get("targeted"), norm=s.get("norm"),
-            source=s.get("source"), options=options, ste=s.get("ste"),
-        )
+        attack_args = {field: s[key] for field, key in _keys(AttackRun, _ATTACK_NAMES) if key in s}
+        plan = AttackRun(**{**attack_args, "suite": suite_specs, "eps": [parse_eps(str(e)) for e in s["eps"]], "options": options})
         rows = attack_checkpoint(workspace, run.name, plan, data_dir=data_dir, download=download, device=device, console=console)
         all_rows.extend(rows)
         failures.extend(check_bounds(run, rows))

@@ -125,3 +125,35 @@ def test_rerun_replaces_the_row_in_reports(trained, cli):
     for _ in range(2):
         assert cli("attack", "-c", "base", "--suite", "fgsm", "--eps", "8/255", "--n", "30").exit_code == 0
     assert len(load_results(trained, Filters())) == 1
+
+
+def test_every_attack_setting_is_a_toml_key(tmp_path, cli, workspace):
+    """bpda and the attack batch size were once unreachable from benchmarks.toml."""
+    from robench.bench import ATTACK_KEYS
+    from robench.evaluation import AttackRun
+    import dataclasses
+
+    assert len(ATTACK_KEYS) == len(dataclasses.fields(AttackRun))
+    toml = tmp_path / "suites.toml"
+    toml.write_text("""
+[suite.nobpda]
+dataset = "digits"
+epochs = 1
+train_size = 300
+attacks = ["fgsm"]
+eps = ["16/255"]
+n = 30
+attack_batch_size = 7
+bpda = false
+
+[[suite.nobpda.run]]
+name = "squeezed"
+defense = "feature-squeezing"
+""")
+    result = cli("bench", "run", "nobpda", "--file", toml)
+    assert result.exit_code == 0, result.output
+    import csv
+
+    with open(workspace.results_csv) as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["bpda"] == "False" and row["n"] == "30"
