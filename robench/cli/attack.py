@@ -1,0 +1,69 @@
+"""`robench attack`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, app, err, out, user_errors
+from robench.cli.render import attack_table
+
+
+@app.command(epilog=(
+    "[bold]Examples[/]\n\n"
+    "  robench attack -c td-0.8 --suite fgsm,bim,pgd,aa --eps 2/255,8/255,16/255\n\n"
+    "  robench attack -c td-0.8 --suite pgd --eps 8/255 --eot 1          [dim]# the papers' non-adaptive number[/]\n\n"
+    "  robench attack -c td-0.8 --suite pgd,aa-rand --eps 8/255 --attack-opt pgd.steps=500 --restarts 5\n\n"
+    "  robench attack -c td-0.8 --suite fgsm,pgd --threat black-box --source vgg-substitute\n\n"
+    "  robench attack -c td-0.8 --suite pgd --threat omniscient\n\n"
+    "  robench attack -c base --suite pgd-l2,deepfool,cw --eps 0.5 --norm L2"
+))
+@user_errors
+def attack(
+    checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Checkpoint name in the workspace."),
+    suite: str = typer.Option("fgsm,pgd", "--suite", help="Comma-separated attacks (see `robench list attacks`)."),
+    eps: str = typer.Option("2/255,8/255", "--eps", help="Comma-separated budgets: fractions like 8/255 or decimals."),
+    threat: str = typer.Option("white-box", "--threat", help="white-box, gray-box, black-box (with --source) or omniscient."),
+    source: Optional[str] = typer.Option(None, "--source", help="Substitute checkpoint that crafts the examples (black-box)."),
+    eot: Optional[int] = typer.Option(None, "--eot", help="Gradient samples per step for a stochastic defense [default: 10; 1 = the papers' non-adaptive attack].", show_default=False),
+    bpda: Optional[bool] = typer.Option(None, "--bpda/--no-bpda", help="BPDA through non-differentiable preprocessing [default: on where needed].", show_default=False),
+    restarts: int = typer.Option(1, "--restarts", help="Random restarts; each example keeps its strongest candidate."),
+    targeted: Optional[str] = typer.Option(None, "--targeted", help="random or least-likely target class (attacks that support it)."),
+    norm: Optional[str] = typer.Option(None, "--norm", help="Linf or L2, for attacks that support both [default: each attack's own].", show_default=False),
+    ste: Optional[str] = typer.Option(None, "--ste", help="Gradient of sgn in binary (XNOR) layers for the attacker: id (clipped identity), tanh or tanh0.75 [default: the one the model trained with].", show_default=False),
+    attack_opt: Optional[list[str]] = typer.Option(None, "--attack-opt", help="ATTACK.OPTION=VALUE, e.g. pgd.steps=500 (repeatable; see `robench list attacks -v`)."),
+    n: Optional[int] = typer.Option(1000, "--n", help="Number of test examples (a seeded, class-stratified subset)."),
+    runs: int = typer.Option(10, "--runs", help="Evaluations of each example for a stochastic defense (mean, std and majority vote)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Iterations of iterative attacks [default: BIM/PGD floor(min(eps+4, 1.25 eps)), eps in 0..255].", show_default=False),
+    step_size: Optional[str] = typer.Option(None, "--step-size", help="Step of BIM/PGD [default: 1/255].", show_default=False),
+    seed: int = typer.Option(0, "--seed", help="Seed for the example subset and the attacks."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Must match the checkpoint's dataset [default: the checkpoint's].", show_default=False),
+    batch_size: int = typer.Option(256, "--batch-size", help="Examples per attack batch."),
+    workspace: Optional[Path] = WorkspaceOpt,
+    data_dir: Optional[Path] = DataDirOpt,
+    download: bool = DownloadOpt,
+    device: str = DeviceOpt,
+) -> None:
+    """Attack a checkpoint on its dataset's test split; append one CSV row per (attack, eps).
+
+    Stochastic defenses are attacked with EOT and non-differentiable preprocessing with BPDA
+    by default; a `worst-case` row counts an example robust only if every attack failed.
+    """
+    from robench.attacks import parse_attack_options, parse_eps, parse_eps_list, parse_suite
+    from robench.evaluation import AttackRun, attack_checkpoint
+
+    specs = parse_suite(suite)
+    plan = AttackRun(
+        suite=specs, eps=parse_eps_list(eps), n=n, seed=seed, runs=runs, steps=steps,
+        step_size=parse_eps(step_size, "--step-size") if step_size else None, batch_size=batch_size, threat=threat,
+        eot=eot, bpda=bpda, restarts=restarts, targeted=targeted, norm=norm, source=source,
+        options=parse_attack_options(attack_opt or [], specs), ste=ste,
+    )
+    ws = _workspace(workspace)
+    rows = attack_checkpoint(ws, checkpoint, plan, data_dir=_data_dir(data_dir), download=download, dataset=dataset, device=device, console=err)
+    out.print(attack_table(checkpoint, rows))
+    if any(row["train_mode_left"] for row in rows):
+        out.print("[yellow]warning:[/] an attack left the model in train mode; robench reset it to eval (see `robench report` flags)")
+    out.print(f"results appended to {ws.results_csv}")

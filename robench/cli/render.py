@@ -1,0 +1,105 @@
+"""Rich tables for the commands' results: data in, a `rich.table.Table` out. No algorithm, no printing."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+from rich.table import Table
+
+
+def _si(value: float) -> str:
+    """1234567 -> 1.23M: FLOP and parameter counts that fit a narrow terminal."""
+    for threshold, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(value) >= threshold:
+            return f"{value / threshold:.3g}{suffix}"
+    return f"{value:g}"
+
+
+def attack_table(checkpoint: str, rows: Sequence[Mapping[str, Any]]) -> Table:
+    """The rows `attack_checkpoint` returned: one line per (attack, eps), accuracies in %."""
+    from robench.parsing import format_eps
+
+    first = rows[0]
+    title = f"{checkpoint} ({first['threat_model']}): accuracy (%) over {first['n']} test examples"
+    if first["runs"] > 1:
+        title += f", mean ± std of {first['runs']} runs, majority vote"
+    table = Table(title=title)
+    for column in ("attack", "eps", "steps", "eot", "clean", "robust") + (("majority",) if first["runs"] > 1 else ()) + ("seconds",):
+        table.add_column(column, justify="left" if column == "attack" else "right")
+    for row in rows:
+        spread = (lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}") if row["runs"] > 1 else (lambda m, s: f"{100 * m:.1f}")
+        eps_text = "-" if row["eps"] is None else format_eps(row["eps"], row["norm"])
+        cells = [row["attack"], eps_text, str(row["steps"] or "-"), str(row["eot"]),
+                 spread(row["clean_acc"], row["clean_acc_std"]), spread(row["robust_acc"], row["robust_acc_std"])]
+        if row["runs"] > 1:
+            cells.append(f"{100 * row['robust_majority']:.1f}")
+        table.add_row(*cells, f"{row['seconds']:.1f}")
+    return table
+
+
+def decompose_layers_table(name: str, layers: Iterable[Mapping[str, Any]]) -> Table:
+    """Per decomposed layer: shape, rank, FLOPs before/after, approximation errors, ADM iterations, time."""
+    table = Table(title=f"{name}: per layer (FLOPs = multiply-accumulates per image)", title_justify="left")
+    for column in ("layer", "shape", "rank", "FLOPs", "after", "ratio", "lin. err", "ReLU err", "iters", "s"):
+        table.add_column(column, justify="left" if column in ("layer", "shape") else "right")
+    for row in layers:
+        table.add_row(
+            row["layer"], f"{row['in_channels']}->{row['out_channels']} {row['kernel']}", str(row["rank"]),
+            _si(row["flops_before"]), _si(row["flops_after"]), f"{row['flops_ratio']:.2f}",
+            f"{row['linear_error']:.3f}", f"{row['nonlinear_error']:.3f}", str(row["iterations"] or "-"), f"{row['seconds']:.1f}",
+        )
+    return table
+
+
+def decompose_summary_table(name: str, s: Mapping[str, Any]) -> Table:
+    """Original vs decomposed model: parameters, FLOPs, clean accuracy and, when timed, CPU speed."""
+    table = Table(title=f"{s['source']} -> {name} ({s['method']}, rank {s['rank']})", title_justify="left")
+    for column in ("model", "params", "FLOPs", "clean %", "ms b1", "speedup", "img/s b128", "speedup "):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    timed = "speedup" in s
+    cell = lambda key, fmt: (fmt.format(s[key]) if key in s else "-")  # noqa: E731
+    table.add_row("original", _si(s["params_before"]), _si(s["flops_before"]), f"{100 * s['clean_acc_before']:.2f}",
+                  cell("latency_ms_original", "{:.2f}"), "1.00x" if timed else "-", cell("throughput_original", "{:.0f}"), "1.00x" if timed else "-")
+    table.add_row("decomposed", _si(s["params_after"]), f"{_si(s['flops_after'])} ({s['flops_ratio']:.2f})", f"{100 * s['clean_acc_after']:.2f}",
+                  cell("latency_ms_decomposed", "{:.2f}"), cell("speedup", "{:.2f}x"), cell("throughput_decomposed", "{:.0f}"), cell("throughput_speedup", "{:.2f}x"))
+    return table
+
+
+def defense_description(cls: Any, verbose: bool) -> str:
+    """A defense class's summary; with `verbose`, its parameters and paper on the following lines."""
+    text = cls.summary
+    if verbose:
+        details = [f"  {p.option} (default {p.default}): {p.help}" for p in cls.params]
+        if cls.paper:
+            details.append(f"  source: {cls.paper}")
+        text = "\n".join([text, *details])
+    return text
+
+
+def attack_description(name: str, spec: Any, verbose: bool) -> str:
+    """An attack's summary with its norms (and `targeted`); with `verbose`, its NAME.OPTION=DEFAULT options."""
+    text = f"{spec.summary} [{'/'.join(spec.norms)}{', targeted' if spec.targetable else ''}]"
+    if verbose and spec.options:
+        text += "\n  options: " + ", ".join(f"{name}.{k}={'paper rule' if v is None else v}" for k, v in spec.options.items())
+    return text
+
+
+def names_table(kind: str, entries: Iterable[tuple[str, str]]) -> Table:
+    """One `robench list` table: a name and its description per row."""
+    table = Table(title=kind, title_justify="left")
+    table.add_column("name", style="cyan")
+    table.add_column("description")
+    for name, description in entries:
+        table.add_row(name, description)
+    return table
+
+
+def suites_table(title: str, suites: Iterable[tuple[str, Any]]) -> Table:
+    """`robench bench list`: (name, resolved suite) pairs, with the number of runs and the description."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("suite", style="cyan")
+    table.add_column("runs", justify="right")
+    table.add_column("description")
+    for name, suite in suites:
+        table.add_row(name, str(len(suite.runs)), suite.description)
+    return table

@@ -1,0 +1,54 @@
+"""`robench report`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+
+from robench.cli.common import WorkspaceOpt, _workspace, app, out, user_errors
+from robench.errors import RobenchError
+
+
+@app.command(epilog=(
+    "[bold]Examples[/]\n\n"
+    "  robench report\n\n"
+    "  robench report --dataset digits --attack pgd --format markdown --output docs/digits.md\n\n"
+    "  robench report --checkpoint base --checkpoint td-0.8 --format json"
+))
+@user_errors
+def report(
+    format: str = typer.Option("table", "--format", "-f", help="table, csv, markdown or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the screen."),
+    dataset: Optional[list[str]] = typer.Option(None, "--dataset", help="Only this dataset (repeatable)."),
+    checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", "-c", help="Only this checkpoint (repeatable)."),
+    attack: Optional[list[str]] = typer.Option(None, "--attack", help="Only this attack (repeatable)."),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Compare checkpoints: rows attack x eps, one column per checkpoint, best value in bold."""
+    from robench.report import FORMATS, Filters, load_results, pivot, render_text, rich_tables, write_output
+
+    if format not in FORMATS:
+        raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    from robench.flags import compute_flags, format_flags
+
+    rows = load_results(_workspace(workspace), Filters(dataset, checkpoint, attack))
+    tables = pivot(rows)
+    flags = format_flags(compute_flags(rows))
+    if format == "table" and output is None:
+        for table in rich_tables(tables):
+            out.print(table)
+        if flags:
+            out.print(f"[bold yellow]sanity flags[/] (see docs/flags.md)\n{escape(flags)}", soft_wrap=True)
+        return
+    text = render_text(tables, "markdown" if format == "table" else format)
+    if flags and format in ("table", "markdown"):
+        text += "\n#### Sanity flags (see docs/flags.md)\n\n```\n" + flags.rstrip() + "\n```\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        write_output(text, output)
+        out.print(f"wrote {output}")
