@@ -9,7 +9,8 @@ The library (the command line is a thin layer over it):
   checkpoints in a workspace (safetensors + meta.json).
 - `list_defenses()`, `list_attacks()`, `list_datasets()`, `list_architectures()`: names,
   with fnmatch filters such as `list_attacks("apgd*")`.
-- `Defense`, `Param`: the base class and parameter declaration of a defense plugin.
+- `Defense`, `Param`, `PreprocessingDefense`: the base classes and parameter declaration of
+  defense plugins (PreprocessingDefense: input purification, chunked, BPDA, frozen draws).
 - `RobenchError`: every mistake in the input, with a one-line message saying what to do.
 """
 
@@ -25,7 +26,7 @@ from robench.api import (
     train,
 )
 from robench.checkpoint import LoadedCheckpoint
-from robench.defenses.base import Defense, Param
+from robench.defenses.base import Defense, Param, PreprocessingDefense
 from robench.errors import RobenchError
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "Defense",
     "LoadedCheckpoint",
     "Param",
+    "PreprocessingDefense",
     "Results",
     "RobenchError",
     "__version__",

@@ -78,7 +78,7 @@ def test_random_masks_make_the_defense_stochastic_and_derandomize_fixes_them(spe
     assert stack.stochastic
     model = stack.build(tiny_net())
     x = images()
-    defense = model._defenses[0]
+    defense = model.defenses[0]
     run = (lambda: defense.preprocess(x, model=model.model)) if defense.needs_model else (lambda: defense.preprocess(x))
     assert not torch.equal(run(), run())
     frozen = stack.derandomized(model)
@@ -136,7 +136,7 @@ def test_bpda_gradient_is_the_surrogates_gradient_at_the_exact_forward_pass(defe
         model = Preprocessed([RoundWithSurrogate()], tiny_net())
     else:
         model = defense_stack(defense, FAST[defense]).build(tiny_net())
-    (part,) = model._defenses
+    (part,) = model.defenses
     net = model.model
     x, y = images(n=2), torch.tensor([1, 3])
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robench.errors import RobenchError, unknown_name
+from robench.preprocess.chunks import chunked
 from robench.parsing import parse_bool, parse_number
 
 
@@ -223,9 +224,15 @@ class Preprocessed(nn.Module):
 
     def __init__(self, defenses: list[Defense], model: nn.Module, bpda: bool = False) -> None:
         super().__init__()
-        self._defenses = defenses
+        self._defenses = tuple(defenses)
         self.model = model
         self.bpda = bpda
+
+    @property
+    def defenses(self) -> tuple[Defense, ...]:
+        """The defense instances whose preprocessing this wrapper applies, in order (what a
+        plugin's `derandomize` looks for inside a built model)."""
+        return self._defenses
 
     @property
     def differentiable(self) -> bool:
@@ -233,7 +240,7 @@ class Preprocessed(nn.Module):
 
     def with_bpda(self) -> "Preprocessed":
         """The same pipeline with BPDA backward passes, sharing its modules (the attacker's view)."""
-        return Preprocessed(self._defenses, self.model, bpda=True)
+        return Preprocessed(list(self._defenses), self.model, bpda=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for defense in self._defenses:
@@ -251,7 +258,7 @@ def freeze(model: nn.Module, kind: type, seed: int = 0) -> None:
     """
     for module in model.modules():
         if isinstance(module, Preprocessed):
-            for defense in module._defenses:
+            for defense in module.defenses:
                 if isinstance(defense, kind):
                     defense._frozen_seed = seed
 
@@ -266,6 +273,36 @@ def _straight_through(defense: Defense, x: torch.Tensor, model: nn.Module) -> to
     surrogate = defense.bpda_approximation(x)
     surrogate = x if surrogate is None else surrogate
     return surrogate + (exact - surrogate).detach()
+
+
+class PreprocessingDefense(Defense):
+    """Base of the input-purification defenses (tvm, quilting, splic, me-net,
+    keypoint-completion): a non-differentiable transformation of the inputs at inference,
+    which white-box attacks cross with BPDA.
+
+    A subclass implements `transform(x, model)` on one chunk of the batch (`model` is the
+    network behind the preprocessing when `needs_model`, else None); the base runs it over
+    chunks so memory does not grow with the batch, detached from the graph. Training sees
+    processed inputs only when the subclass declares a `train_on_processed` parameter and it
+    is true, and `derandomize` fixes the seed of the defense's draws (robench's samplers,
+    `robench.preprocess.sampling`) for the omniscient attacker."""
+
+    differentiable: ClassVar[bool] = False
+
+    @property
+    def preprocess_in_training(self) -> bool:
+        return bool(getattr(self, "train_on_processed", False))
+
+    def transform(self, x: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement transform(x, model)")
+
+    def preprocess(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
+        if self.needs_model and model is None:
+            raise RobenchError(f"{self.name} needs the network behind it; use it through `robench train/attack` or robench.evaluate (the model is built with the defense)")
+        return chunked(lambda chunk: self.transform(chunk, model), x.detach())
+
+    def derandomize(self, model: nn.Module) -> None:
+        freeze(model, type(self))
 
 
 def make_stack(spec: str, values: dict[str, Any], registry: dict[str, type[Defense]]) -> DefenseStack:

@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Param, at_least_one, in_unit_interval, non_negative, positive
-from robench.preprocess.chunks import chunked
+from robench.defenses.base import Param, PreprocessingDefense, at_least_one, in_unit_interval, non_negative, positive
 from robench.preprocess.rlkc import rlkc
 from robench.preprocess.tv import tv_denoise
 
@@ -54,11 +53,10 @@ def keypoint_mask(model: nn.Module, x: torch.Tensor, fraction: float) -> torch.T
     return mask.reshape(b, 1, h, w)
 
 
-class KeypointCompletion(Defense):
+class KeypointCompletion(PreprocessingDefense):
     name = "keypoint-completion"
     summary = "Complete the top-p% gradient-sensitive pixels by reweighted low-rank + TV completion, TV-denoise the rest (thesis ch. 3)."
     paper = "Zhao, Fast and Robust Deep Neural Networks Design (PhD thesis 2020), ch. 3, Algorithms 2-3, Tables 3.1-3.6"
-    differentiable = False
     needs_model = True
     params = (
         Param("kp_fraction", float, 0.05, "fraction of pixels taken as keypoints (thesis: 0.05 CIFAR-10, 0.10 SVHN)", in_unit_interval),
@@ -70,18 +68,7 @@ class KeypointCompletion(Defense):
         Param("kp_fgp_iters", int, 10, "FGP iterations per ADM step (warm-started)", at_least_one),
     )
 
-    @property
-    def preprocess_in_training(self) -> bool:
-        return False
-
-    def preprocess(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        if model is None:
-            from robench.errors import RobenchError
-
-            raise RobenchError("keypoint-completion needs the network for its keypoints; use it through `robench train/attack` (the model is built with the defense)")
-        return chunked(lambda c: self._batch(c, model), x.detach())
-
-    def _batch(self, x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
         keypoints = keypoint_mask(model, x, self.kp_fraction)
         completed = rlkc(x, keypoints, self.kp_lambda, self.kp_eta, self.kp_maxiter, self.kp_inner, fgp_iters=self.kp_fgp_iters)
         smoothed = tv_denoise(x, self.kp_denoise, iters=50)

@@ -25,9 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Param, at_least_one, freeze, in_unit_interval, one_of, positive
+from robench.defenses.base import Param, PreprocessingDefense, at_least_one, in_unit_interval, one_of, positive
 from robench.errors import RobenchError
-from robench.preprocess.chunks import chunked
 from robench.preprocess.completion import nucnorm, soft_impute, usvt
 from robench.preprocess.sampling import generator_for, uniform
 
@@ -45,11 +44,10 @@ def from_matrices(m: torch.Tensor, mode: str, shape: torch.Size) -> torch.Tensor
     return m.reshape(b, h, c, w).permute(0, 2, 1, 3) if mode == "concat" else m
 
 
-class MENet(Defense):
+class MENet(PreprocessingDefense):
     name = "me-net"
     summary = "Random pixel masking + matrix estimation (USVT / Soft-Impute / nuclear norm), trained on several masks per image (ME-Net)."
     paper = "Yang et al., ME-Net, ICML 2019; thesis (Zhao 2020) Tables 4.1-4.3 baseline"
-    differentiable = False
     needs_model = True
     params = (
         Param("me_method", str, "usvt", f"matrix estimation: {', '.join(METHODS)}", one_of(METHODS)),
@@ -72,18 +70,14 @@ class MENet(Defense):
     def stochastic(self) -> bool:
         return self.me_p_min < 1.0
 
-    @property
-    def preprocess_in_training(self) -> bool:
-        return self.train_on_processed
-
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if not self.train_on_processed or self.me_masks == 1:
             return F.cross_entropy(model(x), y)
         return F.cross_entropy(model(x.repeat(self.me_masks, 1, 1, 1)), y.repeat(self.me_masks))
 
-    def preprocess(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
-        training = model is not None and model.training
-        return chunked(lambda c: self.estimate(c, training), x.detach())
+    def transform(self, x: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
+        # The network tells whether this is training (p drawn per image) or a test (p fixed).
+        return self.estimate(x, model is not None and model.training)
 
     def estimate(self, x: torch.Tensor, training: bool = False) -> torch.Tensor:
         b = x.shape[0]
@@ -104,6 +98,3 @@ class MENet(Defense):
         else:
             est, _ = nucnorm(matrices, mask, mu=self.me_mu, iters=self.me_iters)
         return ((from_matrices(est, self.me_channels, x.shape).clamp(-1, 1) + 1) / 2).contiguous()
-
-    def derandomize(self, model: nn.Module) -> None:
-        freeze(model, MENet)

@@ -23,9 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robench.defenses.base import Defense, Param, freeze
+from robench.defenses.base import Param, PreprocessingDefense
 from robench.errors import RobenchError
-from robench.preprocess.chunks import chunked
 from robench.preprocess.quilting import quilt, sample_patches
 from robench.preprocess.sampling import generator_for
 
@@ -34,11 +33,10 @@ def _at_least(low: int):
     return lambda value: None if value >= low else f"must be >= {low}"
 
 
-class Quilting(Defense):
+class Quilting(PreprocessingDefense):
     name = "quilting"
     summary = "Replace every image patch by one of its K nearest clean training patches (Guo et al. 2018)."
     paper = "Guo et al., ICLR 2018; thesis (Zhao 2020) Tables 3.1-3.6 baseline"
-    differentiable = False
     params = (
         Param("quilt_data", str, "", "dataset whose training images give the patch database (the model's own, e.g. cifar10 or npz:PATH); required"),
         Param("quilt_patch", int, 5, "patch side in pixels", _at_least(2)),
@@ -58,10 +56,6 @@ class Quilting(Defense):
     @property
     def stochastic(self) -> bool:
         return self.quilt_k > 1
-
-    @property
-    def preprocess_in_training(self) -> bool:
-        return self.train_on_processed
 
     def build(self, model: nn.Module, pretrained: bool = False) -> nn.Module:
         self.database()
@@ -85,15 +79,17 @@ class Quilting(Defense):
         """Use these patches (N, C*patch*patch) instead of sampling --quilt-data (benchmarks, tests)."""
         self._database = patches
 
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+    def preprocess(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
         database = self.database()
         channels = database.shape[1] // (self.quilt_patch**2)
         if x.dim() != 4 or x.shape[1] != channels:
             raise RobenchError(f"quilting's patch database has {channels}-channel patches but the inputs have shape {tuple(x.shape)}; set --quilt-data to the model's training set")
         if database.device != x.device or database.dtype != x.dtype:
-            self._database = database = database.to(x.device, x.dtype)
-        gen = generator_for(self)
-        return chunked(lambda c: quilt(c, database, self.quilt_patch, self.quilt_overlap, self.quilt_k, generator=gen), x.detach())
+            self._database = database.to(x.device, x.dtype)
+        # One generator for all chunks of a call: a frozen (omniscient) defense draws a different
+        # patch choice per chunk, as for one unchunked batch, not the same draws again per chunk.
+        self._call_generator = generator_for(self)
+        return super().preprocess(x, model)
 
-    def derandomize(self, model: nn.Module) -> None:
-        freeze(model, Quilting)
+    def transform(self, x: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
+        return quilt(x, self.database(), self.quilt_patch, self.quilt_overlap, self.quilt_k, generator=self._call_generator)

@@ -24,17 +24,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from robench.defenses.base import Defense, Param, at_least_one, freeze, in_unit_interval, non_negative, open_unit_interval, positive
-from robench.preprocess.chunks import chunked
+from robench.defenses.base import Param, PreprocessingDefense, at_least_one, in_unit_interval, non_negative, open_unit_interval, positive
 from robench.preprocess.sampling import generator_for, uniform
 from robench.preprocess.srf import srf_complete
 
 
-class SPLIC(Defense):
+class SPLIC(PreprocessingDefense):
     name = "splic"
     summary = "Random 50% anchors, smoothed-rank + TV completion of the rest, then the roles swap (thesis ch. 4)."
     paper = "Zhao, Fast and Robust Deep Neural Networks Design (PhD thesis 2020), ch. 4, Algorithm 4, Tables 4.1-4.3"
-    differentiable = False
     params = (
         Param("splic_anchor", float, 0.5, "fraction of pixels drawn as anchors", open_unit_interval),
         Param("splic_rank", float, 0.25, "rank r kept at every step: a fraction of min(H, W), or an integer > 1", positive),
@@ -51,14 +49,7 @@ class SPLIC(Defense):
     def stochastic(self) -> bool:
         return True
 
-    @property
-    def preprocess_in_training(self) -> bool:
-        return self.train_on_processed
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        return chunked(self._batch, x.detach())
-
-    def _batch(self, x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
         b, _, h, w = x.shape
         anchors = (uniform((b, 1, h, w), x.device, generator_for(self), x.dtype) < self.splic_anchor).to(x.dtype)
         rank = self.splic_rank if self.splic_rank <= 1 else int(self.splic_rank)
@@ -67,6 +58,3 @@ class SPLIC(Defense):
         if self.splic_alternate:
             out = srf_complete(out, 1 - anchors, **settings)
         return out.clamp(0, 1)
-
-    def derandomize(self, model: nn.Module) -> None:
-        freeze(model, SPLIC)

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 import torch
 
-from robench.defenses.base import Defense, Param, at_least_one, freeze, in_unit_interval, non_negative
-from robench.preprocess.chunks import chunked
+from robench.defenses.base import Param, PreprocessingDefense, at_least_one, in_unit_interval, non_negative
 from robench.preprocess.sampling import generator_for, uniform
 from robench.preprocess.tv import tv_inpaint
 
 
-class TVM(Defense):
+class TVM(PreprocessingDefense):
     name = "tvm"
     summary = "Random pixel dropout + total-variation reconstruction of the image (Guo et al. 2018)."
     paper = "Guo et al., ICLR 2018; thesis (Zhao 2020) Tables 3.1-3.6 and 4.2 baseline"
-    differentiable = False
     params = (
         Param("tvm_keep", float, 0.5, "probability of keeping each pixel value", in_unit_interval),
         Param("tvm_weight", float, 0.03, "TV weight lambda_TV (0 = keep the dropped-out image, filled with the mean)", non_negative),
@@ -43,16 +41,6 @@ class TVM(Defense):
     def stochastic(self) -> bool:
         return self.tvm_keep < 1.0
 
-    @property
-    def preprocess_in_training(self) -> bool:
-        return self.train_on_processed
-
-    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
-        return chunked(self._batch, x.detach())
-
-    def _batch(self, x: torch.Tensor) -> torch.Tensor:
+    def transform(self, x: torch.Tensor, model: torch.nn.Module | None) -> torch.Tensor:
         mask = uniform(tuple(x.shape), x.device, generator_for(self), x.dtype) < self.tvm_keep
         return tv_inpaint(x, mask, self.tvm_weight, self.tvm_iters)
-
-    def derandomize(self, model: torch.nn.Module) -> None:
-        freeze(model, TVM)

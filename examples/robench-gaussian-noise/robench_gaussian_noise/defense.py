@@ -55,6 +55,6 @@ class GaussianNoise(Defense):
         # that robench put around the network; switch the noise off there.
         for module in model.modules():
             if isinstance(module, Preprocessed):
-                for defense in module._defenses:
+                for defense in module.defenses:
                     if isinstance(defense, GaussianNoise):
                         defense.sigma = 0.0
