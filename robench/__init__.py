@@ -4,7 +4,8 @@ The library (the command line is a thin layer over it):
 
 - `evaluate(model, data, suite=..., eps=...)`: attack any nn.Module with robench's protocol
   (EOT for random models, declared or detected; BPDA; runs and majority vote; worst-case rows);
-  returns `Results` (a list of row dicts with `.to_pandas()`), optionally appended to a workspace.
+  returns `Results` (a list of row dicts, keys = `ResultRow`'s fields = the results CSV's
+  columns, with `.to_pandas()`), optionally appended to a workspace.
 - `train(defense, **settings)`, `load(name)`, `import_model(name, "pkg.mod:factory", ...)`:
   checkpoints in a workspace (safetensors + meta.json).
 - `list_defenses()`, `list_attacks()`, `list_datasets()`, `list_architectures()`: names,
@@ -28,6 +29,7 @@ from robench.api import (
 from robench.checkpoint import LoadedCheckpoint
 from robench.defenses.base import Defense, Param, PreprocessingDefense
 from robench.errors import RobenchError
+from robench.workspace import ResultRow
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ __all__ = [
     "LoadedCheckpoint",
     "Param",
     "PreprocessingDefense",
+    "ResultRow",
     "Results",
     "RobenchError",
     "__version__",

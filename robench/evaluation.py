@@ -36,7 +36,7 @@ from robench.errors import RobenchError, unknown_name
 from robench.layers.xnor import STE_CHOICES, set_ste
 from robench.metrics import resolve_device, versions
 from robench.parsing import eps_over_255, parse_bool
-from robench.workspace import Workspace, atomic_save_tensors, load_tensors
+from robench.workspace import ResultRow, Workspace, atomic_save_tensors, load_tensors
 
 
 @dataclass
@@ -254,7 +254,7 @@ def run_attacks(
             result = tally.summary()
             if plan.bounded(spec):
                 survivors[eps] = survivors.get(eps, torch.ones_like(tally.robust)) & tally.robust
-            rows.append({
+            rows.append(ResultRow.checked({
                 **common, "attack": spec.name, "norm": spec.norm_for(settings), "eps": eps if plan.bounded(spec) else None,
                 "steps": steps, "step_size": step_size, "restarts": plan.restarts, "eot": _eot_used(spec, settings, view.eot), "bpda": view.bpda,
                 "attack_options": {**plan.options.get(spec.name, {}), **({"ste": plan.ste} if plan.ste else {})},
@@ -262,7 +262,7 @@ def run_attacks(
                 "mean_linf": result["mean_linf"], "mean_l2": result["mean_l2"], "train_mode_left": left_in_train_mode,
                 "seconds": round(time.perf_counter() - started, 3),
                 "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            })
+            }))
     rows.extend(_worst_case_rows(plan, views, rows, survivors, common))
     return rows
 
@@ -277,14 +277,14 @@ def _worst_case_rows(plan: AttackRun, views: dict[str, Any], rows: list[dict[str
     worst_rows = []
     for eps, robust in survivors.items():
         worst = robust.double().mean().item()
-        worst_rows.append({
+        worst_rows.append(ResultRow.checked({
             **common, "attack": "worst-case", "norm": "/".join(sorted({s.norms[0] if not plan.norm else plan.norm for s in bounded})), "eps": eps,
             "steps": None, "step_size": None, "restarts": plan.restarts, "eot": max(r["eot"] for r in rows if r["attack"] in names),
             "bpda": any(views[s.name].bpda for s in bounded), "attack_options": {"suite": [s.name for s in bounded], **({"ste": plan.ste} if plan.ste else {})},
             "robust_acc": worst, "robust_acc_std": 0.0, "robust_majority": worst, "mean_linf": None, "mean_l2": None,
             "train_mode_left": any(r["train_mode_left"] for r in rows), "seconds": 0.0,
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+        }))
     return worst_rows
 
 

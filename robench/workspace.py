@@ -13,7 +13,7 @@ import fcntl
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -24,13 +24,56 @@ from safetensors.torch import load_file, save_file
 from robench.errors import RobenchError, unknown_name
 
 FORMAT = "robench-checkpoint/1"
-RESULT_COLUMNS = [
-    "checkpoint", "dataset", "arch", "defense", "defense_params", "stochastic", "stochastic_by", "num_classes", "attack",
-    "threat_model", "source", "norm", "eps", "steps", "step_size", "restarts", "targeted", "eot",
-    "bpda", "attack_options", "n", "runs", "clean_acc", "clean_acc_std", "robust_acc",
-    "robust_acc_std", "robust_majority", "mean_linf", "mean_l2", "train_mode_left", "seconds",
-    "seed", "versions", "timestamp",
-]
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One row of `WORKSPACE/results/*.csv`: one attack at one eps against one model (or the
+    `worst-case` row over the suite). The CSV columns are these fields, in this order;
+    accuracies are fractions, eps is in the data's units."""
+
+    checkpoint: str
+    dataset: str
+    arch: str
+    defense: str
+    defense_params: dict[str, Any]
+    stochastic: bool
+    stochastic_by: str  # "declared", "detected" (two forward passes differed) or ""
+    num_classes: int
+    attack: str
+    threat_model: str
+    source: str | None
+    norm: str
+    eps: float | None  # None for unbounded attacks (deepfool, cw)
+    steps: int | None
+    step_size: float | None
+    restarts: int
+    targeted: str | None
+    eot: int
+    bpda: bool
+    attack_options: dict[str, Any]
+    n: int
+    runs: int
+    clean_acc: float
+    clean_acc_std: float
+    robust_acc: float
+    robust_acc_std: float
+    robust_majority: float
+    mean_linf: float | None
+    mean_l2: float | None
+    train_mode_left: bool
+    seconds: float
+    seed: int
+    versions: dict[str, str]
+    timestamp: str
+
+    @classmethod
+    def checked(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """`values` as a row dict, refusing a missing or unknown column (a bug, not user input)."""
+        return asdict(cls(**values))
+
+
+RESULT_COLUMNS = [f.name for f in fields(ResultRow)]
 
 
 def default_workspace() -> Path:
