@@ -60,7 +60,7 @@ def test_stochastic_defense_is_averaged_over_runs(trained, cli):
 
 
 def test_autoattack_runs_at_full_strength(trained, cli):
-    result = cli("attack", "-c", "base", "--suite", "aa", "--eps", "32/255", "--n", "24")
+    result = cli("attack", "-c", "base", "--suite", "aa", "--eps", "32/255", "--n", "10")
     assert result.exit_code == 0, result.output
     with open(trained.results_csv) as handle:
         (row,) = list(csv.DictReader(handle))
