@@ -296,6 +296,10 @@ class PreprocessingDefense(Defense):
     def transform(self, x: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must implement transform(x, model)")
 
+    # Under `train --compile` the network is compiled and the purification runs eagerly: it is a
+    # detached, iterative numerical method (dozens of SVD/TV steps) that dynamo would unroll into
+    # a graph taking ~30 s to compile for no gradient and little speed.
+    @torch.compiler.disable
     def preprocess(self, x: torch.Tensor, model: nn.Module | None = None) -> torch.Tensor:
         if self.needs_model and model is None:
             raise RobenchError(f"{self.name} needs the network behind it; use it through `robench train/attack` or robench.evaluate (the model is built with the defense)")
