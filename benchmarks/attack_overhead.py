@@ -373,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eot-repeats", type=int, default=None, help="timed rounds of the EOT benchmark [default: 3, quick 2]")
     parser.add_argument("--eot-n", type=int, default=None, help="test examples for the EOT benchmark [default: 128]")
     parser.add_argument("--memory-repeats", type=int, default=None, help="peak-RSS runs per (size, allocator) [default: 1]")
-    parser.add_argument("--data-dir", default="/work/shared/data", help="folder holding MNIST/raw for the memory benchmark")
+    parser.add_argument("--data-dir", default=os.environ.get("ROBENCH_DATA") or str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                        help="folder holding MNIST/raw for the memory benchmark [default: $ROBENCH_DATA, else ../shared/data beside the repository]")
     parser.add_argument("--skip-memory", action="store_true", help="leave out the peak-RSS subprocesses")
     parser.add_argument("--threads", type=int, default=1, help="torch threads, in process and (OMP_NUM_THREADS) in the memory children [default: 1; on a shared 2-core machine 2 threads oversubscribe and run ~4x slower and far noisier]")
     parser.add_argument("--parts", default="1,2,3", help="which measurements to run, e.g. 1,2 [default: 1,2,3]")

@@ -30,7 +30,7 @@ class Results(list):
     the same keys as the columns of `WORKSPACE/results/*.csv`."""
 
     def to_pandas(self) -> pd.DataFrame:
-        return pd.DataFrame(list(self), columns=[c for c in RESULT_COLUMNS if any(c in row for row in self)] or RESULT_COLUMNS)
+        return pd.DataFrame(list(self), columns=RESULT_COLUMNS)
 
 
 def evaluate(
@@ -85,13 +85,13 @@ def evaluate(
     if not isinstance(model, nn.Module):
         raise RobenchError(f"evaluate() needs an nn.Module, got {type(model).__name__}")
     x_all, y_all, dataset_name = _test_data(data, dataset, data_dir)
+    specs = parse_suite(suite if isinstance(suite, str) else ",".join(suite))
     plan = AttackRun(
-        suite=parse_suite(suite if isinstance(suite, str) else ",".join(suite)), eps=_eps_list(eps), n=n, seed=seed,
+        suite=specs, eps=_eps_list(eps), n=n, seed=seed,
         runs=10 if runs is None else runs, steps=steps, step_size=parse_eps(str(step_size), "step_size") if step_size is not None else None,
         batch_size=batch_size, threat=threat, eot=eot, bpda=bpda, restarts=restarts, targeted=targeted, norm=norm,
+        options=parse_attack_options([f"{a}.{k}={v}" for a, opts in (attack_options or {}).items() for k, v in opts.items()], specs),
     )
-    specs = plan.suite
-    plan.options = parse_attack_options([f"{a}.{k}={v}" for a, opts in (attack_options or {}).items() for k, v in opts.items()], specs)
     x_all, y_all = subset(x_all, y_all, n, seed)
     stack = defense_stack(defense or "none", defense_params)
     model = stack.build(model, pretrained=True).to(torch_device).eval()

@@ -14,7 +14,7 @@ from robench.decompose.flops import conv_flops, lowrank_flops, module_flops
 from robench.decompose.kernel import cp, tucker2
 from robench.decompose.l1 import fit_l1
 from robench.decompose.l2 import fit_l2
-from robench.decompose.layers import LowRankConv2d
+from robench.layers.decomposed import LowRankConv2d
 from robench.errors import RobenchError
 
 
@@ -113,7 +113,7 @@ def _torch_flops(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
 
 def test_flops_agree_with_torch_flop_counter_before_and_after_decomposition():
     from robench.decompose.flops import total_flops
-    from robench.decompose.layers import apply_structure
+    from robench.layers.decomposed import apply_structure
     from robench.models.small_cnn import SmallCNN
 
     # FlopCounterMode counts a multiply-accumulate as 2 FLOPs (a multiply and an add); robench,
@@ -145,7 +145,7 @@ def test_flops_agree_with_torch_flop_counter_before_and_after_decomposition():
 @pytest.mark.parametrize("affine", [True, False])
 def test_prepare_folds_batch_norm_into_the_last_conv(affine):
     from robench.decompose.speed import prepare
-    from robench.decompose.layers import CPConv2d, Tucker2Conv2d
+    from robench.layers.decomposed import CPConv2d, Tucker2Conv2d
 
     torch.manual_seed(0)
     bn = lambda n: nn.BatchNorm2d(n, affine=affine)  # noqa: E731

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from test_threats import RoundToLevels
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robench.defenses.base import Defense, Preprocessed
+from robench.defenses.base import Preprocessed
 from robench.defenses.keypoint_completion import keypoint_mask
 from robench.errors import RobenchError
 from robench.registry import defense_stack
@@ -116,15 +117,10 @@ def test_keypoint_completion_keeps_tv_denoised_pixels_off_the_keypoints():
         stack.parts[0].preprocess(x)
 
 
-class RoundWithSurrogate(Defense):
-    """Test only: rounding to 4 grey levels, with a smooth staircase as its BPDA surrogate."""
+class RoundWithSurrogate(RoundToLevels):
+    """Test only: RoundToLevels with a smooth staircase as its BPDA surrogate."""
 
     name = "round-surrogate"
-    summary = "test only"
-    differentiable = False
-
-    def preprocess(self, x):
-        return torch.round(x * 3) / 3
 
     def bpda_approximation(self, x):
         return x - torch.sin(6 * torch.pi * x) / (6 * torch.pi)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from robench.decompose.layers import CPConv2d, LowRankConv2d, Tucker2Conv2d
+from robench.layers.decomposed import CPConv2d, LowRankConv2d, Tucker2Conv2d
 
 
 def _last_conv_path(module: nn.Module) -> str | None:

@@ -7,6 +7,7 @@ third-party plugin gets validation, help and the command line for free.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -275,7 +276,7 @@ def _straight_through(defense: Defense, x: torch.Tensor, model: nn.Module) -> to
     return surrogate + (exact - surrogate).detach()
 
 
-class PreprocessingDefense(Defense):
+class PreprocessingDefense(Defense, metaclass=ABCMeta):
     """Base of the input-purification defenses (tvm, quilting, splic, me-net,
     keypoint-completion): a non-differentiable transformation of the inputs at inference,
     which white-box attacks cross with BPDA.
@@ -293,8 +294,9 @@ class PreprocessingDefense(Defense):
     def preprocess_in_training(self) -> bool:
         return bool(getattr(self, "train_on_processed", False))
 
+    @abstractmethod
     def transform(self, x: torch.Tensor, model: nn.Module | None) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} must implement transform(x, model)")
+        """The purified chunk of inputs (`model` is the network when `needs_model`, else None)."""
 
     # Under `train --compile` the network is compiled and the purification runs eagerly: it is a
     # detached, iterative numerical method (dozens of SVD/TV steps) that dynamo would unroll into
