@@ -29,11 +29,13 @@ from robench.api import (
 from robench.checkpoint import LoadedCheckpoint
 from robench.defenses.base import Defense, Param, PreprocessingDefense
 from robench.errors import RobenchError
+from robench.meta import CheckpointMeta
 from robench.workspace import ResultRow
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointMeta",
     "Defense",
     "LoadedCheckpoint",
     "Param",

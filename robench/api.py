@@ -3,7 +3,6 @@ what is registered. The command line is a thin layer over these functions."""
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from rich.console import Console
 from torch import nn
 
 from robench.attacks import ATTACKS, parse_attack_options, parse_eps, parse_suite
+from robench.cells import Cells
 from robench.checkpoint import LoadedCheckpoint, load_checkpoint
 from robench.data import DATASETS, load_dataset, subset
 from robench.errors import RobenchError
@@ -60,6 +60,9 @@ def evaluate(
     data_dir: str | Path | None = None,
     device: str = "auto",
     console: Console | None = None,
+    verdict: bool = True,
+    convergence_check: bool = True,
+    fresh: bool = False,
 ) -> Results:
     """Attack `model` with robench's whole protocol and return one row per (attack, eps).
 
@@ -73,12 +76,20 @@ def evaluate(
     detected because two forward passes on the same batch differ; the rows' `stochastic_by`
     says which), BPDA through non-differentiable preprocessing, `runs` evaluations of every
     adversarial example of a random model (mean, std, majority vote), and a `worst-case` row
-    per eps over the suite's bounded attacks.
+    per eps over the suite's bounded attacks. robench's own `verdict` row per eps adds a
+    reliable attack when the suite has none (`verdict=False`: nothing added, the row is marked
+    weak), and `convergence_check` re-runs BIM/PGD-like attacks with 5x the steps and 5
+    restarts on min(n, 100) examples, recording `converged` and `converged_drop`. Masking
+    probes (vanishing gradients, saturated outputs) are measured first and recorded per row.
 
     `defense` names robench defenses (e.g. "feature-squeezing") applied to `model` at
     inference, with `defense_params`; layers a defense replaces keep the trained weights.
     With `workspace`, the rows are appended to its results CSV under the name `name` (default:
-    the model's class name), so `robench report` shows them beside trained checkpoints.
+    the model's class name), so `robench report` shows them beside trained checkpoints; each
+    finished block of examples is then saved under WORKSPACE/cells/NAME, so an interrupted call
+    resumes where it stopped (`fresh=True` discards them), and each row is appended once.
+    Every random draw is seeded per block of `batch_size` examples, so the rows do not depend
+    on where the work stopped or resumed.
     """
     console = console or Console(stderr=True, quiet=True)
     torch_device = resolve_device(device)
@@ -90,6 +101,7 @@ def evaluate(
         suite=specs, eps=_eps_list(eps), n=n, seed=seed,
         runs=10 if runs is None else runs, steps=steps, step_size=parse_eps(str(step_size), "step_size") if step_size is not None else None,
         batch_size=batch_size, threat=threat, eot=eot, bpda=bpda, restarts=restarts, targeted=targeted, norm=norm,
+        verdict=verdict, convergence_check=convergence_check,
         options=parse_attack_options([f"{a}.{k}={v}" for a, opts in (attack_options or {}).items() for k, v in opts.items()], specs),
     )
     x_all, y_all = subset(x_all, y_all, n, seed)
@@ -102,10 +114,13 @@ def evaluate(
         "defense": stack.spec, "defense_params": stack.param_values, "num_classes": num_classes,
     }
     target = Target.of(model, stack, info, probe)
-    rows = Results(run_attacks(target, x_all, y_all, plan, torch_device, console))
-    if workspace is not None:
-        _as_workspace(workspace).append_results(rows)
-    return rows
+    if workspace is None:
+        return Results(run_attacks(target, x_all, y_all, plan, torch_device, console))
+    ws = _as_workspace(workspace)
+    cells = Cells(ws.inside(ws.cells / info["checkpoint"]))
+    if fresh:
+        cells.discard()
+    return Results(run_attacks(target, x_all, y_all, plan, torch_device, console, cells=cells, on_row=lambda row: ws.append_results([row])))
 
 
 def train(
@@ -237,23 +252,23 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 def list_defenses(pattern: str = "*") -> list[str]:
     """Registered defense names (plugins included) matching an fnmatch pattern, e.g. '*at'."""
-    return fnmatch.filter(sorted(defenses()), pattern)
+    return defenses().names(pattern)
 
 
 def list_attacks(pattern: str = "*") -> list[str]:
     """Attack names matching an fnmatch pattern, e.g. 'apgd*'."""
-    return fnmatch.filter(list(ATTACKS), pattern)
+    return ATTACKS.names(pattern)
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
     """Dataset names matching an fnmatch pattern (npz:PATH loads your own arrays)."""
-    return fnmatch.filter(list(DATASETS), pattern)
+    return DATASETS.names(pattern)
 
 
 def list_architectures(pattern: str = "*") -> list[str]:
     """Built-in architectures and the external prefixes (torchvision:NAME, timm:NAME,
     python:PKG.MODULE:FACTORY) matching an fnmatch pattern, e.g. '*vgg*'."""
-    return fnmatch.filter([*ARCHITECTURES, *EXTERNAL_PREFIXES], pattern)
+    return ARCHITECTURES.names(pattern) + EXTERNAL_PREFIXES.names(pattern)
 
 
 def _as_workspace(workspace: str | Path | Workspace | None) -> Workspace:

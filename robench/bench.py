@@ -45,9 +45,13 @@ def _toml_type(annotation: str) -> type:
 _TRAIN_NAMES = {"defense_params": "params"}
 _ATTACK_NAMES = {"suite": "attacks", "seed": "attack_seed", "options": "attack_options", "batch_size": "attack_batch_size"}
 TRAIN_KEYS = {_TRAIN_NAMES.get(f.name, f.name): _toml_type(f.type) for f in fields(TrainConfig)}
-ATTACK_KEYS = {_ATTACK_NAMES.get(f.name, f.name): _toml_type(f.type) for f in fields(AttackRun)}
+# Sharding is how one run is split over processes, not a setting of the benchmark.
+ATTACK_KEYS = {_ATTACK_NAMES.get(f.name, f.name): _toml_type(f.type) for f in fields(AttackRun) if f.name != "shard"}
 RUN_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "name": str, "expect": dict, "decompose": dict}
 SUITE_KEYS = {**TRAIN_KEYS, **ATTACK_KEYS, "description": str, "include": list, "run": list, "reference": str}
+# What the arrays hold (bools are refused where numbers are expected), and which must be non-empty.
+ELEMENTS: dict[str, tuple[type, ...]] = {"attacks": (str,), "eps": (str, int, float), "schedule": (int,), "include": (str,)}
+NON_EMPTY = {"attacks", "eps"}
 
 
 @dataclass
@@ -83,6 +87,14 @@ def _check_keys(table: dict[str, Any], allowed: dict[str, type], where: str) -> 
         ok = isinstance(value, kind) or (kind is float and isinstance(value, int) and not isinstance(value, bool))
         if not ok or (kind is int and isinstance(value, bool)):
             raise RobenchError(f"{where}: key {key!r} must be a {kind.__name__}, got {value!r}")
+        if key in ELEMENTS:
+            allowed_items = ELEMENTS[key]
+            names = {(str,): "strings", (int,): "integers"}.get(allowed_items, "strings or numbers")
+            if key in NON_EMPTY and not value:
+                raise RobenchError(f"{where}: key {key!r} is empty; list at least one, e.g. {key} = {['fgsm'] if key == 'attacks' else ['8/255']}")
+            for item in value:
+                if isinstance(item, bool) or not isinstance(item, allowed_items):
+                    raise RobenchError(f"{where}: key {key!r} must hold {names}, got {item!r}")
 
 
 def _bounds(expect: dict[str, Any], where: str) -> list[Bound]:
@@ -114,9 +126,18 @@ def load_suites(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise RobenchError(f"{path} not found; run from the repository root or pass --file PATH")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RobenchError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise RobenchError(f"cannot read {path} ({exc.strerror or exc}); check its permissions") from None
     except tomllib.TOMLDecodeError as exc:
-        raise RobenchError(f"{path} is not valid TOML: {exc}") from None
+        raise RobenchError(f"{path} is not valid TOML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise RobenchError(f"{path} is not valid TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # int() refusing an integer of over 4300 digits
+        reason = "an integer has too many digits" if "digits" in str(exc) else " ".join(str(exc).split())[:120]
+        raise RobenchError(f"{path} is not valid TOML: {reason}") from None
     suites = data.get("suite")
     extra = sorted(set(data) - {"suite"})
     if extra:
@@ -159,9 +180,22 @@ def resolve_suite(path: Path, name: str, _seen: tuple[str, ...] = ()) -> Suite:
                 parse_eps(str(eps))
         except RobenchError as exc:
             raise RobenchError(f"{where}: {exc}") from None
+        # Every run's settings are checked here, so a mistake in the last run stops the suite
+        # before the first one trains.
+        try:
+            if "decompose" not in settings:
+                _train_config(settings)
+            _attack_plan(settings)
+        except RobenchError as exc:
+            raise RobenchError(f"{where}: {exc}") from None
         runs.append(BenchRun(run["name"], settings, _bounds(run.get("expect", {}), where)))
     if not runs:
         raise RobenchError(f"{path}: suite.{name} has no runs ([[suite.{name}.run]] tables or include)")
+    trained: dict[str, dict[str, Any]] = {}
+    for bench_run in runs:
+        recipe = {k: v for k, v in bench_run.settings.items() if k in TRAIN_KEYS or k == "decompose"}
+        if trained.setdefault(bench_run.name, recipe) != recipe:
+            raise RobenchError(f"{path}: suite.{name}: two runs named {bench_run.name!r} train different checkpoints; give each its own name")
     return Suite(name, table.get("description", ""), runs)
 
 
@@ -178,6 +212,18 @@ def _flatten(options: dict[str, Any]) -> list[tuple[str, Any]]:
             raise RobenchError(f"attack_options.{attack} must be a table like {{ steps = 500 }}")
         flat.extend((f"{attack}.{key}", value) for key, value in values.items())
     return flat
+
+
+def _train_config(s: dict[str, Any]) -> TrainConfig:
+    train_args = {field: s[key] for field, key in _keys(TrainConfig, _TRAIN_NAMES) if key in s}
+    return TrainConfig(**{**train_args, "defense_params": dict(s.get("params", {}))})
+
+
+def _attack_plan(s: dict[str, Any]) -> AttackRun:
+    suite_specs = parse_suite(",".join(s["attacks"]))
+    options = parse_attack_options([f"{k}={v}" for k, v in _flatten(s.get("attack_options", {}))], suite_specs)
+    attack_args = {field: s[key] for field, key in _keys(AttackRun, _ATTACK_NAMES) if key in s}
+    return AttackRun(**{**attack_args, "suite": suite_specs, "eps": [parse_eps(str(e)) for e in s["eps"]], "options": options})
 
 
 def check_bounds(run: BenchRun, rows: list[dict[str, Any]]) -> list[str]:
@@ -203,6 +249,8 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
     run, and return (all result rows, failed bounds)."""
     all_rows, failures = [], []
     for run in suite.runs:
+        workspace.checkpoint_dir(run.name)  # a name the file system refuses stops the suite before any work
+    for run in suite.runs:
         s = run.settings
         if "decompose" in s:
             # `decompose = { from = "RUN", method = "l1", rank = 0.5 }`: made by `robench decompose`, not trained.
@@ -210,15 +258,11 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
 
             result = decompose_run(s["decompose"], workspace, run.name, data_dir=data_dir, download=download, console=console, overwrite=retrain)
         else:
-            train_args = {field: s[key] for field, key in _keys(TrainConfig, _TRAIN_NAMES) if key in s}
-            config = TrainConfig(**{**train_args, "defense_params": dict(s.get("params", {}))})
+            config = _train_config(s)
             result = train(config, workspace, name=run.name, data_dir=data_dir, download=download, device=device, console=console, overwrite=retrain)
         if result.skipped and console is not None:
             console.print(f"reusing checkpoint {run.name!r} (same settings, config hash {result.meta['config_hash']})")
-        suite_specs = parse_suite(",".join(s["attacks"]))
-        options = parse_attack_options([f"{k}={v}" for k, v in _flatten(s.get("attack_options", {}))], suite_specs)
-        attack_args = {field: s[key] for field, key in _keys(AttackRun, _ATTACK_NAMES) if key in s}
-        plan = AttackRun(**{**attack_args, "suite": suite_specs, "eps": [parse_eps(str(e)) for e in s["eps"]], "options": options})
+        plan = _attack_plan(s)
         rows = attack_checkpoint(workspace, run.name, plan, data_dir=data_dir, download=download, device=device, console=console)
         all_rows.extend(rows)
         failures.extend(check_bounds(run, rows))

@@ -13,7 +13,7 @@ from robench.layers.decomposed import apply_structure
 from robench.models import build_model
 from robench.registry import defense_stack
 from robench.defenses.base import DefenseStack
-from robench.workspace import Workspace, load_tensors
+from robench.workspace import Workspace, committed_files, load_tensors
 
 
 @dataclass
@@ -54,7 +54,7 @@ def load_checkpoint(workspace: Workspace, name: str, device: torch.device | str 
         model, stack = build_defended(meta)
     except KeyError as exc:
         raise RobenchError(f"checkpoint {name!r} has an incomplete meta.json (missing {exc}); train it again") from exc
-    path = workspace.checkpoint_dir(name) / "model.safetensors"
+    path = workspace.checkpoint_dir(name) / committed_files(meta)["model"]
     load_state(model, load_tensors(path), str(path))
     model.to(device).eval()
     return LoadedCheckpoint(name, meta, model, stack)

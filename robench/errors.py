@@ -15,3 +15,7 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> RobenchError:
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return RobenchError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}.")
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what was kept and how to resume, in one line."""

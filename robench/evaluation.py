@@ -17,22 +17,25 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
 from robench.attacks import TARGET_MODES, AttackSettings, AttackSpec
 from robench.attacks.threats import THREATS, attacker_view
+from robench import verdict
+from robench.cells import Block, Cells, block_seed
+from robench.probes import MOST, Probes, probe
 from robench.checkpoint import LoadedCheckpoint, load_checkpoint
 from robench.defenses.base import DefenseStack
 from robench.data import load_dataset, subset
-from robench.errors import RobenchError, unknown_name
+from robench.errors import Interrupted, RobenchError, unknown_name
 from robench.layers.xnor import STE_CHOICES, set_ste
 from robench.metrics import resolve_device, versions
 from robench.parsing import eps_over_255, parse_bool
@@ -58,8 +61,17 @@ class AttackRun:
     source: str | None = None
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     ste: str | None = None
+    # (i, k): compute only shard i of k (1-based) of the blocks; (0, 0) computes none (merge).
+    shard: tuple[int, int] = (1, 1)
+    # robench's own verdict (issue 11): add a reliable attack when the suite has none.
+    verdict: bool = True
+    # Re-run scheduled iterative attacks with 5x steps and 5 restarts on <= 100 examples.
+    convergence_check: bool = True
 
     def __post_init__(self) -> None:
+        i, k = self.shard
+        if (i, k) != (0, 0) and not (k >= 1 and 1 <= i <= k):
+            raise RobenchError(f"--shard must be I/K with 1 <= I <= K, got {i}/{k}")
         for name, value in (("--n", self.n), ("--runs", self.runs), ("--steps", self.steps), ("--eot", self.eot), ("--restarts", self.restarts), ("--batch-size", self.batch_size)):
             if value is not None and value < 1:
                 raise RobenchError(f"{name} must be >= 1, got {value}")
@@ -113,15 +125,14 @@ class _Tally:
         self.linf = self.l2 = 0.0
         self.count = 0
 
-    def add(self, correct: torch.Tensor, delta: torch.Tensor | None = None) -> None:
-        correct = correct.cpu()
+    def add(self, block: Block) -> None:
+        correct = block.correct
         self.per_run += correct.sum(1)
         self.majority.append(correct.sum(0) * 2 > correct.shape[0])
         self.count += correct.shape[1]
-        if delta is not None:
-            flat = delta.flatten(1).cpu()
-            self.linf += flat.abs().amax(1).sum().item()
-            self.l2 += flat.norm(dim=1).sum().item()
+        if block.linf is not None:
+            self.linf += block.linf.sum().item()
+            self.l2 += block.l2.sum().item()
 
     @property
     def robust(self) -> torch.Tensor:
@@ -185,107 +196,335 @@ def run_attacks(
     console: Console,
     source: Target | None = None,
     cache_path: Callable[[AttackSpec, AttackSettings], Path] | None = None,
-) -> list[dict[str, Any]]:
+    cells: Cells | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]] | None:
     """The model-in core of every evaluation: attack `target` on (x_all, y_all) under `plan`
-    and return one row per (attack, eps), plus a worst-case row per eps. Nothing is written;
-    `source` (black-box) crafts the examples, cached through `cache_path` when given."""
+    and return one row per (attack, eps), plus a worst-case row per eps.
+
+    Work is done in blocks of `plan.batch_size` examples, each seeded from (seed, attack, eps,
+    first index) and saved in `cells` as soon as it is done; blocks found there are not redone.
+    With `plan.shard` = (i, k) only every k-th block from the i-th is computed, and rows come
+    back (None otherwise) once the cells hold every block. `on_row` sees each row as soon as
+    its attack is complete, once per cell across resumes and shards. `source` (black-box)
+    crafts the examples, cached per block through `cache_path` when given."""
+    cells = cells or Cells(None)
     runs = plan.runs if target.stochastic else 1
-    batches = [(start, min(start + plan.batch_size, len(y_all))) for start in range(0, len(y_all), plan.batch_size)]
+    starts = list(range(0, len(y_all), plan.batch_size))
+    mine = [] if plan.shard == (0, 0) else starts[plan.shard[0] - 1 :: plan.shard[1]]
     crafting = source or target
     if plan.ste is not None and set_ste(crafting.model, plan.ste) == 0:
         raise RobenchError(f"--ste picks the gradient of binary layers, and {crafting.info['checkpoint']!r} ({crafting.defense.spec}) has none; drop --ste")
     # The view depends on the attack only through whether it brings its own EOT; building one
     # per kind avoids re-copying the model (omniscient) for every attack of the suite.
     threat = "white-box" if source else plan.threat
-    view_by_eot = {own: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own, crafting.stochastic_by) for own in {s.own_eot for s in plan.suite}}
-    views = {spec.name: view_by_eot[spec.own_eot] for spec in plan.suite}
-    for note in dict.fromkeys(n for v in view_by_eot.values() for n in v.notes):
+    view_by_eot = {False: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, False, crafting.stochastic_by)}
+    # Masking is measured on what the attacks differentiate (BPDA and EOT included), before any attack.
+    probes = probe(view_by_eot[False].model, x_all[: plan.batch_size].to(device), y_all[: plan.batch_size].to(device))
+    added = verdict.additions(plan.suite, crafting.stochastic, probes.masked_gradients or probes.saturated_outputs) if plan.verdict else []
+    suite = [*plan.suite, *(a.spec for a in added)]
+    for own in {s.own_eot for s in suite} - {False}:
+        view_by_eot[own] = attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own, crafting.stochastic_by)
+    views = {spec.name: view_by_eot[spec.own_eot] for spec in suite}
+    notes = [n for own in {s.own_eot for s in suite} for n in view_by_eot[own].notes] + [f"verdict adds {a.spec.name}: {a.why}" for a in added]
+    for note in dict.fromkeys(notes):
         console.print(f"[cyan]note:[/] {note}")
 
-    clean = _Tally(runs)
-    torch.manual_seed(plan.seed)
-    for start, stop in batches:
-        clean.add(correct_matrix(target.model, x_all[start:stop].to(device), y_all[start:stop].to(device), runs))
-    clean_summary = clean.summary()
+    subset_key = {"target": target.info, "fingerprint": model_fingerprint(target.model), "examples": _examples_digest(x_all, y_all),
+                  "seed": plan.seed, "block": plan.batch_size, "runs": runs}
+    clean_cell = cells.key("clean", subset_key)
+    jobs = [_Job(spec, eps, *_job_settings(plan, spec, eps, target, crafting, views[spec.name]), added=spec.name in {a.spec.name for a in added})
+            for spec in suite for eps in (plan.eps if plan.bounded(spec) else plan.eps[:1])]
+    for job in jobs:
+        job.cell = cells.key(f"{job.spec.name}-{eps_over_255(job.eps)}", {**subset_key, **job.key, "source": source and model_fingerprint(source.model),
+                             "threat": plan.threat, "view": {"eot": views[job.spec.name].eot, "bpda": views[job.spec.name].bpda}})
+    _print_cost(console, jobs, plan, views, mine, len(y_all), target.info["num_classes"])
 
-    common = {
-        **target.info, "stochastic": target.stochastic, "stochastic_by": target.stochastic_by,
-        "threat_model": plan.threat, "source": plan.source, "targeted": plan.targeted,
-        "n": len(y_all), "runs": runs, "seed": plan.seed, "versions": versions(),
-        "clean_acc": clean_summary["mean"], "clean_acc_std": clean_summary["std"],
-    }
-    rows: list[dict[str, Any]] = []
-    survivors: dict[float, torch.Tensor] = {}
-    jobs = [(spec, eps) for spec in plan.suite for eps in (plan.eps if plan.bounded(spec) else plan.eps[:1])]
     name = target.info["checkpoint"]
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
     with progress:
-        task = progress.add_task(f"attack {name}", total=len(jobs) * len(batches))
-        for spec, eps in jobs:
-            view = views[spec.name]
-            stochastic_view = crafting.stochastic and plan.threat != "omniscient"
-            settings = plan.settings(spec, eps, target.info["num_classes"], view.eot, stochastic_view)
-            steps, step_size = spec.described_steps(settings)
-            label = f"{spec.name} eps={eps_over_255(eps)}" if plan.bounded(spec) else spec.name
-            cache = cache_path(spec, settings) if source is not None and cache_path is not None else None
-            cached = load_tensors(cache)["adv"] if cache is not None and cache.is_file() else None
-            # Cached black-box examples need no attack; their options are still validated.
-            attack = None if cached is not None else spec.make(view.model, settings)
-            if cached is not None:
-                spec.resolved_options(settings)
-            tally, left_in_train_mode = _Tally(runs), False
-            crafted: list[torch.Tensor] = []
-            started = time.perf_counter()
-            torch.manual_seed(plan.seed)
-            for start, stop in batches:
+        task = progress.add_task(f"attack {name}: clean", total=len(mine) * (1 + len(jobs)))
+        for start in mine:
+            if cells.get(clean_cell, start) is None:
+                torch.manual_seed(block_seed(plan.seed, "clean", start))
+                x, y = x_all[start : start + plan.batch_size].to(device), y_all[start : start + plan.batch_size].to(device)
+                cells.put(clean_cell, start, Block(correct_matrix(target.model, x, y, runs).cpu()))
+            progress.advance(task)
+        common = None
+        for job in jobs:
+            view = views[job.spec.name]
+            label = f"{job.spec.name} eps={eps_over_255(job.eps)}" if plan.bounded(job.spec) else job.spec.name
+            report = lambda part: progress.update(task, description=f"{name}: {label} [{part}]")  # noqa: E731
+            cache = cache_path(job.spec, job.settings) if source is not None and cache_path is not None else None
+            for start in mine:
                 progress.update(task, description=f"{name}: {label}")
-                x, y = x_all[start:stop].to(device), y_all[start:stop].to(device)
-                if cached is not None:
-                    adv = cached[start:stop].to(device)
-                else:
-                    adv, left = _craft(spec, attack, view.model, target.model, x, y, plan.restarts, runs)
-                    left_in_train_mode |= left
-                    if cache is not None:
-                        crafted.append(adv.cpu())
-                tally.add(correct_matrix(target.model, adv, y, runs), adv - x)
+                if cells.get(job.cell, start) is None:
+                    x, y = x_all[start : start + plan.batch_size].to(device), y_all[start : start + plan.batch_size].to(device)
+                    seed = block_seed(plan.seed, job.spec.name, job.eps, start)
+                    cells.put(job.cell, start, _attack_block(job, plan.restarts, view, target, x, y, runs, seed, cache, start, report))
                 progress.advance(task)
-            if cache is not None and cached is None:
-                atomic_save_tensors(cache, {"adv": torch.cat(crafted)})
-            result = tally.summary()
-            if plan.bounded(spec):
-                survivors[eps] = survivors.get(eps, torch.ones_like(tally.robust)) & tally.robust
-            rows.append(ResultRow.checked({
-                **common, "attack": spec.name, "norm": spec.norm_for(settings), "eps": eps if plan.bounded(spec) else None,
-                "steps": steps, "step_size": step_size, "restarts": plan.restarts, "eot": _eot_used(spec, settings, view.eot), "bpda": view.bpda,
-                "attack_options": {**plan.options.get(spec.name, {}), **({"ste": plan.ste} if plan.ste else {})},
-                "robust_acc": result["mean"], "robust_acc_std": result["std"], "robust_majority": result["majority"],
-                "mean_linf": result["mean_linf"], "mean_l2": result["mean_l2"], "train_mode_left": left_in_train_mode,
-                "seconds": round(time.perf_counter() - started, 3),
-                "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }))
-    rows.extend(_worst_case_rows(plan, views, rows, survivors, common))
+            if cells.count(clean_cell, starts) == len(starts) and cells.count(job.cell, starts) == len(starts):
+                common = common or _common(target, plan, runs, len(y_all), [cells.get(clean_cell, s) for s in starts], probes)
+                job.row = _row(job, plan, view, common, [cells.get(job.cell, s) for s in starts])
+                if plan.convergence_check and verdict.checked(job.spec) and plan.bounded(job.spec):
+                    progress.update(task, description=f"{name}: {label} [convergence check]")
+                    _check_convergence(job, plan, view, target, x_all, y_all, runs, cells, device, report)
+                if on_row is not None:
+                    cells.publish_once(job.cell, lambda: on_row(job.row))
+    if any(job.row is None for job in jobs):
+        return None
+    rows = [job.row for job in jobs]
+    summary = _worst_case_rows(plan, views, [j for j in jobs if not j.added], common) + _verdict_rows(plan, views, jobs, common, crafting.stochastic)
+    if on_row is not None and summary:
+        cells.publish_once(cells.key("worst-case", {**subset_key, "cells": [job.cell for job in jobs]}), lambda: [on_row(r) for r in summary])
+    return rows + summary
+
+
+def _check_convergence(job: _Job, plan: AttackRun, view: Any, target: Target, x_all: torch.Tensor, y_all: torch.Tensor, runs: int,
+                       cells: Cells, device: torch.device, report: Callable[[str], None]) -> None:
+    """Re-run the job's attack with 5x the steps and 5 restarts on a seeded subsample, and
+    record how far its accuracy drops below the row's on the same examples."""
+    m = min(len(y_all), verdict.CHECK_EXAMPLES)
+    index = torch.randperm(len(y_all), generator=torch.Generator().manual_seed(block_seed(plan.seed, "check-subsample") % 2**63))[:m].sort().values
+    steps = job.spec.resolved_options(job.settings)["steps"] * verdict.CHECK_STEPS
+    strong = _Job(job.spec, job.eps, replace(job.settings, options={**job.settings.options, "steps": steps}), job.key)
+    cell = job.cell + "-check"
+    block = cells.get(cell, 0)
+    if block is None:
+        x, y = x_all[index].to(device), y_all[index].to(device)
+        block = _attack_block(strong, verdict.CHECK_RESTARTS, view, target, x, y, runs, block_seed(plan.seed, "check", job.spec.name, job.eps), None, 0, report)
+        cells.put(cell, 0, block)
+    before = job.robust[index].double().mean().item()
+    after = (block.correct.sum(0) * 2 > block.correct.shape[0]).double().mean().item()
+    drop = before - after
+    job.row.update(converged=drop <= verdict.tolerance(before, m), converged_drop=drop, seconds=round(job.row["seconds"] + block.seconds, 3),
+                   forward_passes=job.row["forward_passes"] + block.forward_passes, backward_passes=job.row["backward_passes"] + block.backward_passes)
+
+
+def _verdict_rows(plan: AttackRun, views: dict[str, Any], jobs: list[_Job], common: dict[str, Any], stochastic: bool) -> list[dict[str, Any]]:
+    """Per eps: robust only if every bounded attack run there failed (suite and additions),
+    naming the attack with the lowest accuracy; weak when no reliable attack ran."""
+    rows = []
+    for eps in plan.eps:
+        at_eps = [job for job in jobs if job.eps == eps and plan.bounded(job.spec)]
+        if not at_eps:
+            continue
+        acc = torch.stack([job.robust for job in at_eps]).all(0).double().mean().item()
+        set_by = min(at_eps, key=lambda job: job.row["robust_acc"])
+        names = {job.spec.name for job in at_eps}
+        masked = common["zero_gradients"] > MOST or common["saturated"] > MOST
+        weak = not verdict.reliable(names, stochastic) or (masked and "square" not in names)
+        rows.append(ResultRow.checked({
+            **common, "attack": verdict.VERDICT, "norm": "/".join(sorted({j.row["norm"] for j in at_eps})), "eps": eps,
+            "steps": None, "step_size": None, "restarts": plan.restarts, "eot": max(j.row["eot"] for j in at_eps),
+            "bpda": any(views[j.spec.name].bpda for j in at_eps),
+            "attack_options": {"set_by": set_by.spec.name, "attacks": sorted(names), "added": sorted(j.spec.name for j in at_eps if j.added), "weak": weak},
+            "robust_acc": acc, "robust_acc_std": 0.0, "robust_majority": acc, "mean_linf": None, "mean_l2": None,
+            "train_mode_left": any(j.row["train_mode_left"] for j in at_eps), "seconds": 0.0,
+            "forward_passes": sum(j.row["forward_passes"] for j in at_eps), "backward_passes": sum(j.row["backward_passes"] for j in at_eps),
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }))
     return rows
 
 
-def _worst_case_rows(plan: AttackRun, views: dict[str, Any], rows: list[dict[str, Any]], survivors: dict[float, torch.Tensor], common: dict[str, Any]) -> list[dict[str, Any]]:
+@dataclass
+class _Job:
+    """One (attack, eps) of the plan, with its resolved settings and, once complete, its row."""
+
+    spec: AttackSpec
+    eps: float
+    settings: AttackSettings
+    key: dict[str, Any]
+    cell: str = ""
+    row: dict[str, Any] | None = None
+    robust: torch.Tensor | None = None  # per example: survived by majority vote
+    added: bool = False  # added by the verdict, not in the user's suite
+
+
+def _job_settings(plan: AttackRun, spec: AttackSpec, eps: float, target: Target, crafting: Target, view: Any) -> tuple[AttackSettings, dict[str, Any]]:
+    """The attack's settings and the part of its cell key they determine (the resolved options,
+    so a changed default also changes the key)."""
+    stochastic_view = crafting.stochastic and plan.threat != "omniscient"
+    settings = plan.settings(spec, eps, target.info["num_classes"], view.eot, stochastic_view)
+    key = {"attack": spec.name, "eps": eps if plan.bounded(spec) else None, "norm": spec.norm_for(settings), "options": spec.resolved_options(settings),
+           "restarts": plan.restarts, "targeted": plan.targeted, "ste": plan.ste, "stochastic_view": stochastic_view}
+    return settings, key
+
+
+def _attack_block(job: _Job, restarts: int, view: Any, target: Target, x: torch.Tensor, y: torch.Tensor, runs: int, seed: int,
+                  cache: Path | None, start: int, report: Callable[[str], None]) -> Block:
+    """Craft and judge one block; every random draw in it follows from `seed` alone."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    block_cache = cache / f"block-{start:09d}.safetensors" if cache is not None else None
+    left = False
+    with PassCounter(view.model, view.eot) as passes:
+        if block_cache is not None and block_cache.is_file():
+            # Cached black-box examples need no attack; their options are still validated.
+            job.spec.resolved_options(job.settings)
+            adv = load_tensors(block_cache)["adv"].to(x.device)
+        else:
+            attack = job.spec.make(view.model, replace(job.settings, seed=seed % 2**31))
+            if hasattr(attack, "report"):
+                attack.report = report
+            adv, left = _craft(job.spec, attack, view.model, target.model, x, y, restarts, runs)
+            if block_cache is not None:
+                atomic_save_tensors(block_cache, {"adv": adv})
+    correct = correct_matrix(target.model, adv, y, runs).cpu()
+    delta = (adv - x).flatten(1).cpu()
+    return Block(correct, delta.abs().amax(1), delta.norm(dim=1), round(time.perf_counter() - started, 6), left, passes.forward, passes.backward)
+
+
+def _common(target: Target, plan: AttackRun, runs: int, n: int, clean_blocks: list[Block], probes: Probes) -> dict[str, Any]:
+    clean = _Tally(runs)
+    for block in clean_blocks:
+        clean.add(block)
+    summary = clean.summary()
+    return {
+        **target.info, "stochastic": target.stochastic, "stochastic_by": target.stochastic_by,
+        "threat_model": plan.threat, "source": plan.source, "targeted": plan.targeted,
+        "n": n, "runs": runs, "seed": plan.seed, "versions": versions(),
+        "clean_acc": summary["mean"], "clean_acc_std": summary["std"], "batch_size": plan.batch_size,
+        "zero_gradients": probes.zero_gradients, "saturated": probes.saturated, "converged": None, "converged_drop": None,
+    }
+
+
+def _row(job: _Job, plan: AttackRun, view: Any, common: dict[str, Any], blocks: list[Block]) -> dict[str, Any]:
+    tally = _Tally(common["runs"])
+    for block in blocks:
+        tally.add(block)
+    job.robust = tally.robust
+    result = tally.summary()
+    steps, step_size = job.spec.described_steps(job.settings)
+    return ResultRow.checked({
+        **common, "attack": job.spec.name, "norm": job.spec.norm_for(job.settings), "eps": job.eps if plan.bounded(job.spec) else None,
+        "steps": steps, "step_size": step_size, "restarts": plan.restarts, "eot": _eot_used(job.spec, job.settings, view.eot), "bpda": view.bpda,
+        "attack_options": {**plan.options.get(job.spec.name, {}), **({"ste": plan.ste} if plan.ste else {}), **({"added_by": verdict.VERDICT} if job.added else {})},
+        "robust_acc": result["mean"], "robust_acc_std": result["std"], "robust_majority": result["majority"],
+        "mean_linf": result["mean_linf"], "mean_l2": result["mean_l2"], "train_mode_left": any(b.left_in_train_mode for b in blocks),
+        "forward_passes": sum(b.forward_passes for b in blocks), "backward_passes": sum(b.backward_passes for b in blocks),
+        "seconds": round(sum(b.seconds for b in blocks), 3),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
+
+
+def _print_cost(console: Console, jobs: list[_Job], plan: AttackRun, views: dict[str, Any], mine: list[int], n: int, num_classes: int) -> None:
+    """The attacker's estimated model passes for this run's blocks, before any work starts (an
+    upper bound: cascades and early stops skip examples already broken)."""
+    examples = sum(min(plan.batch_size, n - start) for start in mine)
+    forward = backward = 0
+    for job in jobs:
+        f, b = estimated_passes(job.spec, job.settings, views[job.spec.name].eot, num_classes)
+        forward, backward = forward + f * plan.restarts * examples, backward + b * plan.restarts * examples
+    console.print(f"[cyan]cost:[/] at most {forward:,} forward and {backward:,} backward passes over {examples} examples ({len(jobs)} attack x eps)")
+
+
+def estimated_passes(spec: AttackSpec, settings: AttackSettings, view_eot: int, num_classes: int) -> tuple[int, int]:
+    """(forward, backward) model passes per example and restart, from the attack's resolved
+    settings; `view_eot` multiplies both when the runner wraps the model in EOT."""
+    o = spec.resolved_options(settings)
+    steps, targets = int(o.get("steps") or 1), min(9, num_classes - 1)
+    per_attack = {
+        "fgsm": (1, 1), "square": (int(o.get("n_queries", 0)), 0), "spsa": (2 * steps * int(o.get("samples", 1)), 0),
+        "deepfool": (steps, steps * num_classes), "apgd-t": (targets * steps, targets * steps),
+        "fab": ((targets if o.get("targeted") else 1) * steps, (targets if o.get("targeted") else 1) * steps * num_classes),
+        "aa": (steps * (1 + targets + targets) + int(o.get("n_queries", 0)), steps * (1 + targets + targets * num_classes)),
+        "aa-rand": (2 * steps * settings.own_eot(int(o.get("eot_iter", 1))),) * 2,
+        "eot-pgd": (steps * settings.own_eot(int(o.get("eot_iter", 1))),) * 2,
+    }
+    forward, backward = per_attack.get(spec.name, (steps, steps))
+    return forward * view_eot, backward * view_eot
+
+
+class PassCounter:
+    """Counts the attacker's model passes, in examples: a forward of a batch of b through an
+    EOT view of k samples is b * k passes; a backward through its output likewise."""
+
+    def __init__(self, model: nn.Module, samples: int) -> None:
+        self.model, self.samples = model, samples
+        self.forward = self.backward = 0
+
+    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if not torch.is_tensor(output):
+            return
+        rows = (output.shape[0] if output.dim() else 1) * self.samples
+        self.forward += rows
+        if output.requires_grad:
+            output.register_hook(lambda grad: self._backward(rows))
+
+    def _backward(self, rows: int) -> None:
+        self.backward += rows
+
+    def __enter__(self) -> "PassCounter":
+        self._handle = self.model.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._handle.remove()
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """sha256 of the model's state (names, shapes, bytes): the weights a cell's verdicts belong to."""
+    digest = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        digest.update(key.encode())
+        if torch.is_tensor(value):
+            tensor = value.detach().cpu().contiguous()
+            digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+            digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()[:16]
+
+
+def _examples_digest(x: torch.Tensor, y: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    for tensor in (x, y):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(str((tensor.dtype, tuple(tensor.shape))).encode())
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()[:16]
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> bytes:
+    # Through uint8, so bfloat16 (which numpy lacks) hashes too; reshape first so 0-d tensors can be viewed.
+    return tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+
+
+def _worst_case_rows(plan: AttackRun, views: dict[str, Any], jobs: list[_Job], common: dict[str, Any]) -> list[dict[str, Any]]:
     """Per eps, an example counts as robust only if it survived (by majority vote) every
     bounded attack of the suite; nothing to add with fewer than two bounded attacks."""
     bounded = [spec for spec in plan.suite if plan.bounded(spec)]
     if len(bounded) < 2:
         return []
-    names = {s.name for s in bounded}
+    rows = [job.row for job in jobs]
     worst_rows = []
-    for eps, robust in survivors.items():
-        worst = robust.double().mean().item()
+    for eps in plan.eps:
+        survived = [job.robust for job in jobs if job.eps == eps and plan.bounded(job.spec)]
+        worst = torch.stack(survived).all(0).double().mean().item()
         worst_rows.append(ResultRow.checked({
             **common, "attack": "worst-case", "norm": "/".join(sorted({s.norms[0] if not plan.norm else plan.norm for s in bounded})), "eps": eps,
-            "steps": None, "step_size": None, "restarts": plan.restarts, "eot": max(r["eot"] for r in rows if r["attack"] in names),
+            "steps": None, "step_size": None, "restarts": plan.restarts, "eot": max(r["eot"] for r in rows if r["attack"] in {s.name for s in bounded}),
             "bpda": any(views[s.name].bpda for s in bounded), "attack_options": {"suite": [s.name for s in bounded], **({"ste": plan.ste} if plan.ste else {})},
             "robust_acc": worst, "robust_acc_std": 0.0, "robust_majority": worst, "mean_linf": None, "mean_l2": None,
             "train_mode_left": any(r["train_mode_left"] for r in rows), "seconds": 0.0,
+            "forward_passes": sum(r["forward_passes"] for r in rows if r["eps"] == eps and r["attack"] in {s.name for s in bounded}),
+            "backward_passes": sum(r["backward_passes"] for r in rows if r["eps"] == eps and r["attack"] in {s.name for s in bounded}),
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }))
     return worst_rows
+
+
+def parse_shard(text: str | None, merge: bool = False) -> tuple[int, int]:
+    """`--shard I/K` -> (I, K); `--merge` computes no block: a shard K+1 of K owns none."""
+    if merge:
+        if text is not None:
+            raise RobenchError("--merge computes nothing itself; drop --shard")
+        return (0, 0)
+    if text is None:
+        return (1, 1)
+    i, sep, k = text.partition("/")
+    if not sep or not i.strip().isdigit() or not k.strip().isdigit() or not 1 <= int(i) <= int(k):
+        raise RobenchError(f"--shard must look like I/K with 1 <= I <= K, e.g. 2/3; got {text!r}")
+    return (int(i), int(k))
 
 
 def checkpoint_target(loaded: LoadedCheckpoint, probe: torch.Tensor) -> Target:
@@ -306,8 +545,11 @@ def attack_checkpoint(
     dataset: str | None = None,
     device: str = "auto",
     console: Console | None = None,
-) -> list[dict[str, Any]]:
-    """Attack checkpoint `name` under `plan`, append the rows to the workspace CSV, and return them."""
+    fresh: bool = False,
+) -> list[dict[str, Any]] | None:
+    """Attack checkpoint `name` under `plan`: rows are appended to the workspace CSV as each
+    attack completes, and returned (None while other shards of `plan.shard` are unfinished).
+    Finished blocks live in WORKSPACE/cells/NAME; `fresh` discards them first."""
     console = console or Console(stderr=True)
     torch_device = resolve_device(device)
     loaded = load_checkpoint(workspace, name, torch_device)
@@ -315,6 +557,8 @@ def attack_checkpoint(
     data = load_dataset(dataset or meta["dataset"], data_dir, download)
     if data.name != meta["dataset"]:
         raise RobenchError(f"checkpoint {name!r} was trained on {meta['dataset']!r}, not {data.name!r}; drop --dataset or pick a checkpoint of that dataset")
+    if plan.n is not None and plan.n > len(data.test_y):
+        console.print(f"[cyan]note:[/] --n {plan.n} is more than the {len(data.test_y)} test examples of {data.name}; attacking all {len(data.test_y)}")
     x_all, y_all = subset(data.test_x, data.test_y, plan.n, plan.seed)
     probe = x_all[: plan.batch_size].to(torch_device)
     target = checkpoint_target(loaded, probe)
@@ -325,9 +569,13 @@ def attack_checkpoint(
             raise RobenchError(f"--source {plan.source!r} was trained on {loaded_source.meta['dataset']!r}, the target on {meta['dataset']!r}; pick a substitute of the same dataset")
         source = checkpoint_target(loaded_source, probe)
     cache = lambda spec, settings: _cache_path(workspace, plan, spec, settings, data.name, len(y_all))  # noqa: E731
-    rows = run_attacks(target, x_all, y_all, plan, torch_device, console, source, cache)
-    workspace.append_results(rows)
-    return rows
+    cells = Cells(workspace.inside(workspace.cells / name))
+    if fresh:
+        cells.discard()
+    try:
+        return run_attacks(target, x_all, y_all, plan, torch_device, console, source, cache, cells, on_row=lambda row: workspace.append_results([row]))
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: finished rows are in {workspace.results_csv} and finished blocks in {cells.root}; re-run the same command to resume (--fresh starts over)") from None
 
 
 def _eot_used(spec: AttackSpec, settings: AttackSettings, view_eot: int) -> int:
@@ -365,12 +613,12 @@ def _reset_eval(*models: nn.Module) -> bool:
 
 
 def _cache_path(workspace: Workspace, plan: AttackRun, spec: AttackSpec, settings: AttackSettings, dataset: str, n: int) -> Path:
-    """One file per (source, attack settings, test subset): one source serves many targets."""
+    """One folder of block files per (source, attack settings, test subset): one source serves many targets."""
     key = json.dumps({
         "source_hash": workspace.read_meta(plan.source).get("config_hash"), "attack": spec.name,
         "options": spec.resolved_options(settings), "eps": settings.eps, "norm": spec.norm_for(settings),
         "restarts": plan.restarts, "targeted": plan.targeted, "eot": plan.eot, "bpda": plan.bpda,
-        "dataset": dataset, "n": n, "seed": plan.seed, "batch_size": plan.batch_size,
+        "dataset": dataset, "n": n, "seed": plan.seed, "batch_size": plan.batch_size, "blocks": "seeded per block",
     }, sort_keys=True, default=str)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return workspace.adversarial_cache / plan.source / f"{spec.name}-{digest}.safetensors"
+    return workspace.inside(workspace.adversarial_cache / plan.source / f"{spec.name}-{digest}")

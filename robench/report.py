@@ -7,9 +7,13 @@ was run more than once, the latest row wins.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from rich.table import Table
@@ -17,12 +21,14 @@ from rich.table import Table
 from robench.attacks.threats import DEFAULT_EOT
 from robench.errors import RobenchError
 from robench.parsing import eps_pixels
-from robench.workspace import Workspace, attack_option
+from robench.workspace import ResultRow, Workspace, attack_option
 
 FORMATS = ("table", "csv", "markdown", "json")
 KEY = ["checkpoint", "attack", "eps", "norm", "threat_model", "source", "eot", "bpda", "restarts", "targeted", "attack_options"]
 # Values a row from an older robench lacks; they match what that version did.
-DEFAULTS = {"stochastic": False, "stochastic_by": "", "norm": "Linf", "threat_model": "white-box", "source": "", "eot": 1, "bpda": False, "restarts": 1, "targeted": "", "num_classes": 10, "attack_options": "{}"}
+DEFAULTS = {"stochastic": False, "stochastic_by": "", "norm": "Linf", "threat_model": "white-box", "source": "", "eot": 1, "bpda": False, "restarts": 1, "targeted": "", "num_classes": 10, "attack_options": "{}", "timestamp": ""}
+# Columns that hold numbers (blank allowed: eps of unbounded attacks, steps, ...).
+NUMERIC = [f.name for f in fields(ResultRow) if str(f.type).split(" |")[0] in ("int", "float")]
 
 
 @dataclass
@@ -32,22 +38,67 @@ class Filters:
     attack: list[str] | None = None
 
 
-def load_results(workspace: Workspace, filters: Filters | None = None) -> pd.DataFrame:
+def read_results_csv(path: Path, warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """One results CSV as a frame. A torn row (a partial line left by a crash mid-append: the
+    file's unterminated last line, or a short line that a later append ended) is skipped with a
+    warning; a cell that must be a number and is not is a RobenchError naming file and line."""
+    warn = warn or (lambda message: warnings.warn(message, RuntimeWarning, stacklevel=3))
+    fix = f"move it out of {path.parent}"
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RobenchError(f"{path} is not a readable results CSV ({exc}); {fix}") from exc
+    except OSError as exc:
+        raise RobenchError(f"cannot read {path} ({exc.strerror or exc}); check its permissions") from exc
+    lines = text.splitlines(keepends=True)
+    if not lines or not lines[0].strip():
+        raise RobenchError(f"{path} is not a readable results CSV (no header line); {fix}")
+    header = next(csv.reader([lines[0]]))
+    kept, numbers = [lines[0] if lines[0].endswith("\n") else lines[0] + "\n"], []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        torn = not line.endswith("\n")
+        if not torn:
+            try:
+                torn = len(next(csv.reader([line], strict=True))) != len(header)
+            except csv.Error:
+                torn = True
+        if torn:
+            warn(f"{path} line {number} is a partial row (a run was interrupted while writing it); skipped it")
+            continue
+        kept.append(line)
+        numbers.append(number)
+    try:
+        frame = pd.read_csv(io.StringIO("".join(kept)))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise RobenchError(f"{path} is not a readable results CSV ({str(exc).splitlines()[0]}); {fix}") from exc
+    for column in NUMERIC:
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = frame[column].notna() & values.isna()
+        if bad.any():
+            index = int(bad.to_numpy().nonzero()[0][0])
+            raise RobenchError(f"{path} line {numbers[index]}: column {column!r} must be a number, got {frame[column].iloc[index]!r}; fix or delete that row")
+        frame[column] = values
+    return frame
+
+
+def load_results(workspace: Workspace, filters: Filters | None = None, warn: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Every results CSV of the workspace, deduplicated and filtered (see `read_results_csv`
+    for torn rows: `warn` gets one sentence each, default: a RuntimeWarning)."""
     files = sorted(workspace.results.glob("*.csv")) if workspace.results.is_dir() else []
     if not files:
         raise RobenchError(f"no results in {workspace.results}; run `robench attack --checkpoint NAME` first")
-    frames = []
-    for path in files:
-        try:
-            frames.append(pd.read_csv(path))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-            raise RobenchError(f"{path} is not a readable results CSV ({str(exc).splitlines()[0]}); move it out of {workspace.results}") from exc
+    frames = [read_results_csv(path, warn) for path in files]
     df = pd.concat(frames, ignore_index=True)
     for column, default in DEFAULTS.items():
         df[column] = df[column].astype(object).where(df[column].notna(), default) if column in df.columns else default
     missing = [c for c in KEY + ["dataset", "clean_acc", "robust_acc"] if c not in df.columns]
     if missing:
         raise RobenchError(f"results in {workspace.results} lack columns {', '.join(missing)}; move foreign CSVs out of that folder")
+    df["timestamp"] = df["timestamp"].astype(str)
     df = df.sort_values("timestamp", kind="stable").drop_duplicates(KEY, keep="last")
     filters = filters or Filters()
     for column in ("dataset", "checkpoint", "attack"):
@@ -66,9 +117,10 @@ def _speedups(workspace: Workspace, names) -> dict[str, float]:
     found = {}
     for name in names:
         try:
-            speedup = workspace.read_meta(str(name)).get("decompose", {}).get("speedup")
+            decompose = workspace.read_meta(str(name)).get("decompose") or {}
         except RobenchError:
             continue
+        speedup = decompose.get("speedup") if isinstance(decompose, dict) else None
         if isinstance(speedup, (int, float)):
             found[name] = float(speedup)
     return found
@@ -166,7 +218,19 @@ def render_text(tables: dict[str, pd.DataFrame], fmt: str) -> str:
     raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
+def check_output(output: Path) -> None:
+    """Refuse an --output that cannot be a file before anything is computed."""
+    if output.is_dir():
+        raise RobenchError(f"--output {output} is a directory; give a file path such as {output / 'report.md'}")
+    parent = output.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RobenchError(f"--output {output} cannot be written: {parent} is a file, not a folder")
+
+
 def write_output(text: str, output: Path) -> None:
     from robench.workspace import atomic_write_bytes
 
+    check_output(output)
     atomic_write_bytes(output, text.encode())

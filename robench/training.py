@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import json
 import time
 import warnings
@@ -10,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from rich.console import Console
@@ -22,7 +24,7 @@ from robench.data import Dataset, load_dataset, subset
 from robench.errors import RobenchError
 from robench.metrics import accuracy, accuracy_over_runs, resolve_device, versions
 from robench.registry import defense_stack
-from robench.workspace import Workspace, atomic_save_tensors, load_tensors
+from robench.workspace import Workspace, atomic_save_tensors, committed_files, load_tensors
 
 OPTIMIZERS = ("sgd", "adam")
 
@@ -49,26 +51,60 @@ class TrainConfig:
     eval_runs: int = 10
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
+        import math
+
+        def integer(option: str, value: Any, low: int, high: int) -> None:
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise RobenchError(f"{option} must be an integer in [{low}, {high}], got {value!r}")
+
+        def number(option: str, value: Any) -> None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise RobenchError(f"{option} must be a finite number, got {value!r}")
+
+        for option, text in (("--dataset", self.dataset), ("--arch", self.arch), ("--defense", self.defense)):
+            if not isinstance(text, str) or not text.strip():
+                raise RobenchError(f"{option} must be a non-empty name, got {text!r}")
+        if not isinstance(self.defense_params, dict):
+            raise RobenchError(f"defense parameters must be a mapping like {{'theta': 0.8}}, got {self.defense_params!r}")
+        if isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs < 1:
             raise RobenchError(f"--epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
+        integer("--epochs", self.epochs, 1, 100_000)
+        if isinstance(self.batch_size, int) and not isinstance(self.batch_size, bool) and self.batch_size < 1:
             raise RobenchError(f"--batch-size must be >= 1, got {self.batch_size}")
+        integer("--batch-size", self.batch_size, 1, 2**31 - 1)
+        # Each epoch seeds its shuffling with seed * 100003 + epoch, which torch takes up to 2**64 - 1.
+        integer("--seed", self.seed, 0, 2**32 - 1)
+        integer("--eval-runs", self.eval_runs, 1, 10_000)
         if self.optimizer not in OPTIMIZERS:
             raise RobenchError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.lr is None:
             # SGD at 0.1 is the paper's recipe; Adam diverges at that rate.
             self.lr = 0.1 if self.optimizer == "sgd" else 1e-3
+        number("--gamma", self.gamma)
         if not 0 < self.gamma <= 1:
             raise RobenchError(f"--gamma must be in (0, 1], got {self.gamma}")
+        number("--lr", self.lr)
         if self.lr <= 0:
             raise RobenchError(f"--lr must be > 0, got {self.lr}")
+        number("--momentum", self.momentum)
+        if not 0 <= self.momentum <= 1:
+            raise RobenchError(f"--momentum must be in [0, 1], got {self.momentum}")
+        number("--weight-decay", self.weight_decay)
+        if self.weight_decay < 0:
+            raise RobenchError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if self.schedule is None:
             # The paper drops the lr x0.1 at epochs 150 and 250 of 350; keep those proportions.
             self.schedule = sorted({round(self.epochs * 150 / 350), round(self.epochs * 250 / 350)} - {0})
+        if not isinstance(self.schedule, list) or not all(isinstance(m, int) and not isinstance(m, bool) for m in self.schedule):
+            raise RobenchError(f"--schedule must be a list of epochs like [150, 250], got {self.schedule!r}")
         if any(m < 1 for m in self.schedule):
             raise RobenchError(f"--schedule epochs must be >= 1, got {self.schedule}")
-        if self.train_size is not None and self.train_size < 1:
-            raise RobenchError(f"--train-size must be >= 1, got {self.train_size}")
+        if self.train_size is not None:
+            if isinstance(self.train_size, int) and not isinstance(self.train_size, bool) and self.train_size < 1:
+                raise RobenchError(f"--train-size must be >= 1, got {self.train_size}")
+            integer("--train-size", self.train_size, 1, 2**63 - 1)
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise RobenchError(f"--init must be a checkpoint name, got {self.init!r}")
         # Canonical, validated parameter values, so equal settings hash equally.
         self.defense_params = defense_stack(self.defense, self.defense_params).param_values
 
@@ -140,7 +176,7 @@ def _initial_model(config: TrainConfig, workspace: Workspace, meta: dict[str, An
         # A `robench decompose` checkpoint: fine-tuning keeps its decomposed layer structure.
         meta["decomposition"] = source["decomposition"]
         meta["decompose"] = {**source.get("decompose", {}), "fine_tuned_from": config.init}
-    weights = load_tensors(workspace.checkpoint_dir(config.init) / "model.safetensors")
+    weights = load_tensors(workspace.checkpoint_dir(config.init) / committed_files(source)["model"])
     model, _ = build_defended(meta)
     if set(weights) == set(model.state_dict()):
         # Same structure (e.g. a theta = 1 tensor-dropout model refined at theta = 0.8).
@@ -178,26 +214,123 @@ def train(
     console: Console | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
+    """Train checkpoint `name` under `config` in `workspace`, resuming it if it was interrupted:
+    load, lock, call `fit`, commit every epoch."""
     console = console or Console(stderr=True)
     torch_device = resolve_device(device)
     dataset = load_dataset(config.dataset, data_dir, download)
     # Canonical dataset name first, so `MNIST` and `mnist` give one name and one hash.
     config.dataset = dataset.name
     name = name or config.default_name()
-    run_dir = workspace.checkpoint_dir(name)
-    config_hash = config.config_hash()
-
-    existing = None
-    if (run_dir / "meta.json").is_file():
-        existing = workspace.read_meta(name)
-        if existing.get("config_hash") != config_hash:
-            if not overwrite:
-                raise RobenchError(f"checkpoint {name!r} already exists with other settings; pick another --name or pass --overwrite (bench: --retrain) to replace it")
-            existing = None
-        elif existing.get("status") == "complete":
+    with checkpoint_lock(workspace, name):
+        existing = _existing_run(workspace, name, config, overwrite)
+        if existing is not None and existing.get("status") == "complete":
             return TrainResult(name, existing, existing["epochs_done"], skipped=True)
+        meta = existing or _new_meta(name, config, dataset)
+        torch.manual_seed(config.seed)
+        model = _initial_model(config, workspace, meta).to(torch_device)
+        optimizer = _optimizer(config, model)
+        start_epoch = 0
+        if existing is not None:
+            start_epoch = _restore(workspace, name, existing, model, optimizer)
+            console.print(f"[yellow]resuming {name!r} from epoch {start_epoch}/{config.epochs}[/]")
+        commit = lambda epoch_model, record: _save(workspace, name, epoch_model, optimizer, meta, record)  # noqa: E731
+        fit(model, dataset, config, optimizer=optimizer, start_epoch=start_epoch, device=torch_device,
+            compile=compile, console=console, label=name, on_epoch=commit)
+        test_x, test_y = dataset.test_x, dataset.test_y
+        runs = config.eval_runs if meta["stochastic"] else 1
+        clean, clean_std = accuracy_over_runs(model, test_x, test_y, runs, device=torch_device)
+        meta.update({
+            "status": "complete", "clean_acc": clean, "clean_acc_std": clean_std, "clean_acc_runs": runs,
+            "versions": versions(),
+        })
+        _save(workspace, name, model, optimizer, meta)
+    return TrainResult(name, meta, start_epoch, skipped=False)
 
-    meta: dict[str, Any] = existing or {
+
+def fit(
+    model: nn.Module,
+    dataset: Dataset,
+    config: TrainConfig,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_epoch: int = 0,
+    device: torch.device | str = "cpu",
+    compile: bool = False,
+    console: Console | None = None,
+    label: str = "model",
+    on_epoch: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """The model-in training loop: train `model` (already built with `config.defense`) on
+    `dataset`'s training split from `start_epoch` to `config.epochs`, and return one record
+    per epoch (lr, loss, test accuracy, seconds). `on_epoch(model, record)` runs after each
+    epoch (the workspace commits there). Batches, augmentation and the lr schedule depend only
+    on (seed, epoch), so a run resumed at any epoch continues the same sequence."""
+    console = console or Console(stderr=True)
+    optimizer = optimizer or _optimizer(config, model)
+    scheduler = _StepSchedule(optimizer, milestones=config.schedule, gamma=config.gamma)
+    _fast_forward(scheduler, start_epoch)
+    stack = defense_stack(config.defense, config.defense_params)
+    forward_model = torch.compile(model) if compile else model
+    train_x, train_y = subset(dataset.train_x, dataset.train_y, config.train_size, config.seed)
+    n_batches = (len(train_x) + config.batch_size - 1) // config.batch_size
+    records = []
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        console=console, transient=False,
+    )
+    with progress:
+        epochs_task = progress.add_task(f"train {label}", total=config.epochs, completed=start_epoch, status="")
+        batch_task = progress.add_task("  batches", total=n_batches, status="")
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            lr = scheduler.get_last_lr()[0]
+            stack.start_epoch(epoch, config.epochs)
+            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+            progress.reset(batch_task, total=n_batches)
+            forward_model.train()
+            loss_sum, seen = 0.0, 0
+            for index in _batches(len(train_x), config.batch_size, generator):
+                x = _augment(dataset, train_x[index], generator).to(device)
+                y = train_y[index].to(device)
+                optimizer.zero_grad(set_to_none=True)
+                with _compile_errors(compile, config.defense):
+                    loss = stack.loss(forward_model, x, y)
+                    if not torch.isfinite(loss):
+                        raise RobenchError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr (now {lr})")
+                    loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(y)
+                seen += len(y)
+                progress.update(batch_task, advance=1, status=f"loss {loss_sum / seen:.4f}")
+            test_acc = accuracy(model, dataset.test_x, dataset.test_y, device=device)
+            record = {
+                "epoch": epoch + 1, "lr": lr, "loss": loss_sum / seen, "test_acc": test_acc,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            records.append(record)
+            scheduler.step()
+            if on_epoch is not None:
+                on_epoch(model, record)
+            progress.update(epochs_task, advance=1, status=f"loss {record['loss']:.4f} test acc {test_acc:.4f}")
+    return records
+
+
+def _existing_run(workspace: Workspace, name: str, config: TrainConfig, overwrite: bool) -> dict[str, Any] | None:
+    """The checkpoint's meta.json when it is this config's run (to resume or skip); None to start afresh."""
+    if not (workspace.checkpoint_dir(name) / "meta.json").is_file():
+        return None
+    existing = workspace.read_meta(name)
+    if existing.get("config_hash") == config.config_hash():
+        return existing
+    if not overwrite:
+        raise RobenchError(f"checkpoint {name!r} already exists with other settings; pick another --name or pass --overwrite (bench: --retrain) to replace it")
+    return None
+
+
+def _new_meta(name: str, config: TrainConfig, dataset: Dataset) -> dict[str, Any]:
+    return {
         "name": name,
         "status": "training",
         "arch": config.arch,
@@ -211,7 +344,7 @@ def train(
         "defense_params": config.defense_params,
         "stochastic": defense_stack(config.defense, config.defense_params).stochastic,
         "config": asdict(config),
-        "config_hash": config_hash,
+        "config_hash": config.config_hash(),
         "seed": config.seed,
         "epochs": config.epochs,
         "epochs_done": 0,
@@ -219,75 +352,17 @@ def train(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
-    torch.manual_seed(config.seed)
-    model = _initial_model(config, workspace, meta)
-    model.to(torch_device)
-    optimizer = _optimizer(config, model)
-    scheduler = _StepSchedule(optimizer, milestones=config.schedule, gamma=config.gamma)
-    start_epoch = 0
-    if existing is not None:
-        state = load_tensors(run_dir / "train_state.safetensors")
-        load_state(model, load_tensors(run_dir / "model.safetensors"), str(run_dir / "model.safetensors"))
-        _restore_optimizer(optimizer, state, existing.get("optimizer_scalars", {}))
-        if "rng.cpu" in state:
-            torch.set_rng_state(state["rng.cpu"])
-        start_epoch = existing["epochs_done"]
-        _fast_forward(scheduler, start_epoch)
-        console.print(f"[yellow]resuming {name!r} from epoch {start_epoch}/{config.epochs}[/]")
 
-    stack = defense_stack(config.defense, config.defense_params)
-    forward_model = torch.compile(model) if compile else model
-    train_x, train_y = subset(dataset.train_x, dataset.train_y, config.train_size, config.seed)
-    test_x, test_y = dataset.test_x, dataset.test_y
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=console, transient=False,
-    )
-    with progress:
-        epochs_task = progress.add_task(f"train {name}", total=config.epochs, completed=start_epoch, status="")
-        n_batches = (len(train_x) + config.batch_size - 1) // config.batch_size
-        batch_task = progress.add_task("  batches", total=n_batches, status="")
-        for epoch in range(start_epoch, config.epochs):
-            started = time.perf_counter()
-            lr = scheduler.get_last_lr()[0]
-            stack.start_epoch(epoch, config.epochs)
-            generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-            progress.reset(batch_task, total=n_batches)
-            forward_model.train()
-            loss_sum, seen = 0.0, 0
-            for index in _batches(len(train_x), config.batch_size, generator):
-                x = _augment(dataset, train_x[index], generator).to(torch_device)
-                y = train_y[index].to(torch_device)
-                optimizer.zero_grad(set_to_none=True)
-                with _compile_errors(compile, config.defense):
-                    loss = stack.loss(forward_model, x, y)
-                    if not torch.isfinite(loss):
-                        raise RobenchError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr (now {lr})")
-                    loss.backward()
-                optimizer.step()
-                loss_sum += loss.item() * len(y)
-                seen += len(y)
-                progress.update(batch_task, advance=1, status=f"loss {loss_sum / seen:.4f}")
-            test_acc = accuracy(model, test_x, test_y, device=torch_device)
-            meta["history"].append({
-                "epoch": epoch + 1, "lr": lr, "loss": loss_sum / seen, "test_acc": test_acc,
-                "seconds": round(time.perf_counter() - started, 3),
-            })
-            meta["epochs_done"] = epoch + 1
-            scheduler.step()
-            _save(workspace, name, model, optimizer, meta)
-            progress.update(epochs_task, advance=1, status=f"loss {loss_sum / seen:.4f} test acc {test_acc:.4f}")
-
-    runs = config.eval_runs if stack.stochastic else 1
-    clean, clean_std = accuracy_over_runs(model, test_x, test_y, runs, device=torch_device)
-    meta.update({
-        "status": "complete", "clean_acc": clean, "clean_acc_std": clean_std, "clean_acc_runs": runs,
-        "versions": versions(), "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
-    _save(workspace, name, model, optimizer, meta)
-    return TrainResult(name, meta, start_epoch, skipped=False)
+def _restore(workspace: Workspace, name: str, meta: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Put the weights, optimizer and RNG of the last committed epoch back; return that epoch."""
+    run_dir = workspace.checkpoint_dir(name)
+    files = committed_files(meta)
+    state = load_tensors(run_dir / files["train_state"])
+    load_state(model, load_tensors(run_dir / files["model"]), str(run_dir / files["model"]))
+    _restore_optimizer(optimizer, state, meta.get("optimizer_scalars", {}))
+    if "rng.cpu" in state:
+        torch.set_rng_state(state["rng.cpu"])
+    return int(meta["epochs_done"])
 
 
 class _StepSchedule(torch.optim.lr_scheduler.MultiStepLR):
@@ -325,13 +400,52 @@ def _compile_errors(compiling: bool, defense: str) -> Iterator[None]:
         raise RobenchError(f"--compile failed for defense {defense!r} on torch {torch.__version__} ({type(exc).__name__}: {first}); run without --compile") from exc
 
 
-def _save(workspace: Workspace, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
-    """Weights and optimizer state first, meta.json last: meta is the commit point of an epoch."""
+def _save(workspace: Workspace, name: str, model: nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any], record: dict[str, Any] | None = None) -> None:
+    """Commit one epoch (or the finished run). The weights and optimizer state go to files
+    named after the epoch, which nothing references yet; replacing meta.json (atomic) makes
+    them current; only then are the previous epoch's files deleted. A kill between any two of
+    these writes leaves meta.json pointing at a complete, consistent earlier epoch."""
     run_dir = workspace.checkpoint_dir(name)
-    atomic_save_tensors(run_dir / "model.safetensors", model.state_dict())
+    if record is not None:
+        meta["history"].append(record)
+        meta["epochs_done"] = record["epoch"]
+    previous = committed_files(meta)
+    suffix = "" if meta["status"] == "complete" else f"-e{meta['epochs_done']}"
+    files = {"model": f"model{suffix}.safetensors", "train_state": f"train_state{suffix}.safetensors"}
+    if files["model"] == previous["model"] and (run_dir / previous["model"]).exists():
+        # Never overwrite what meta.json points at (a re-save of the same epoch): alternate names.
+        files = {k: v.replace(".safetensors", ".1.safetensors") for k, v in files.items()}
+    atomic_save_tensors(run_dir / files["model"], model.state_dict())
     tensors, scalars = _optimizer_tensors(optimizer)
     tensors["rng.cpu"] = torch.get_rng_state()
-    atomic_save_tensors(run_dir / "train_state.safetensors", tensors)
+    atomic_save_tensors(run_dir / files["train_state"], tensors)
     meta["optimizer_scalars"] = scalars
+    meta["files"] = files
     meta["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     workspace.write_meta(name, meta)
+    for stale in [*run_dir.glob("model*.safetensors"), *run_dir.glob("train_state*.safetensors")]:
+        if stale.name not in files.values():
+            stale.unlink(missing_ok=True)
+
+
+@contextmanager
+def checkpoint_lock(workspace: Workspace, name: str) -> Iterator[None]:
+    """One writer per checkpoint name: a second `train --name X` while the first runs is
+    refused (whatever its settings) instead of interleaving two runs' epochs in one folder."""
+    run_dir = workspace.checkpoint_dir(name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RobenchError(f"checkpoint {name!r} is being written by {holder}; wait for it to finish or pick another --name") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import io
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 from safetensors import SafetensorError
@@ -62,6 +63,13 @@ class ResultRow:
     mean_linf: float | None
     mean_l2: float | None
     train_mode_left: bool
+    zero_gradients: float  # share of probed examples whose input gradient vanishes (robench.probes)
+    saturated: float  # share of probed examples with a one-hot softmax (1.0: outputs are probabilities)
+    converged: bool | None  # convergence check passed (None: not checked)
+    converged_drop: float | None  # accuracy drop under 5x steps and 5 restarts on the check subsample
+    batch_size: int  # examples per block: the unit every random draw is seeded by
+    forward_passes: int  # the attacker's model passes, in examples (EOT samples counted)
+    backward_passes: int
     seconds: float
     seed: int
     versions: dict[str, str]
@@ -80,7 +88,22 @@ def default_workspace() -> Path:
     return Path(os.environ.get("ROBENCH_WORKSPACE", "robench-workspace"))
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write (disk full, read-only, quota) as one line; the temporary file is gone
+    and the previous version of `path` is untouched."""
+    try:
+        yield
+    except OSError as exc:
+        raise RobenchError(f"cannot write {path} ({exc.strerror or exc}): is the disk full or read-only? The previous version is unchanged; free space and re-run the same command") from exc
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with _writing(path):
+        _atomic_write_bytes(path, data)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -96,6 +119,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    with _writing(path):
+        _atomic_save_tensors(path, tensors, metadata)
+
+
+def _atomic_save_tensors(path: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -119,6 +147,12 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise RobenchError(f"{path} is not a readable safetensors file ({reason}); delete the checkpoint folder and train it again") from exc
 
 
+def committed_files(meta: dict[str, Any]) -> dict[str, str]:
+    """The weight and training-state files meta.json commits to (older checkpoints: the fixed names)."""
+    files = meta.get("files") if isinstance(meta.get("files"), dict) else {}
+    return {"model": files.get("model", "model.safetensors"), "train_state": files.get("train_state", "train_state.safetensors")}
+
+
 @dataclass(frozen=True)
 class Workspace:
     root: Path
@@ -140,17 +174,39 @@ class Workspace:
             with open(path, newline="") as handle:
                 header = next(csv.reader(handle), None)
             if header is None or header == RESULT_COLUMNS:
-                return path
-        return self.results / ("attacks.csv" if not candidates else f"attacks-{len(candidates) + 1}.csv")
+                return self.inside(path)
+        return self.inside(self.results / ("attacks.csv" if not candidates else f"attacks-{len(candidates) + 1}.csv"))
 
     @property
     def adversarial_cache(self) -> Path:
         return self.root / "adv-cache"
 
     def checkpoint_dir(self, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
+        if not isinstance(name, str) or not name or "/" in name or name.startswith(".") or any(ord(c) < 32 or c == "\x7f" for c in name):
             raise RobenchError(f"invalid checkpoint name {name!r}: use letters, digits, '-', '_' and '.'")
-        return self.checkpoints / name
+        size, limit = len(name.encode("utf-8", "surrogateescape")), 255
+        folder = self.checkpoints
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            limit = min(limit, os.pathconf(folder, "PC_NAME_MAX"))
+        except (OSError, ValueError):
+            pass
+        if size > limit:
+            raise RobenchError(f"checkpoint name {name[:40]!r}... is {size} bytes long, over the file system's limit of {limit}; pass a shorter --name")
+        return self.inside(self.checkpoints / name)
+
+    def inside(self, path: Path) -> Path:
+        """`path`, refused when it resolves (through symlinks) outside the workspace: nothing
+        robench writes may land elsewhere."""
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise RobenchError(f"{path} resolves to {path.resolve()}, outside the workspace {root}; remove that symlink or pick another name")
+        return path
+
+    @property
+    def cells(self) -> Path:
+        return self.inside(self.root / "cells")
 
     def checkpoint_names(self) -> list[str]:
         if not self.checkpoints.is_dir():
@@ -164,12 +220,17 @@ class Workspace:
             if known:
                 raise unknown_name(f"checkpoint in {self.root}", name, known)
             raise RobenchError(f"no checkpoint {name!r} in {self.root}: train one with `robench train --name {name}` or pass --workspace")
+        from robench.meta import FIX, CheckpointMeta, parse_json
+
         try:
-            meta = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RobenchError(f"{path} is not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc}); delete the checkpoint folder and train it again") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise RobenchError(f"{path} is not a robench checkpoint (expected format {FORMAT!r}); train one with `robench train`")
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise RobenchError(f"{path} is not valid JSON ({exc}); {FIX}") from exc
+        except OSError as exc:
+            raise RobenchError(f"cannot read {path} ({exc.strerror or exc}); check its permissions") from exc
+        meta = parse_json(text, str(path))
+        # Every field typed and in range (one line naming the field); callers keep the plain dict.
+        CheckpointMeta.from_dict(meta, str(path))
         return meta
 
     def write_meta(self, name: str, meta: dict[str, Any]) -> None:
@@ -182,21 +243,42 @@ class Workspace:
 
 
 def append_csv(path: Path, columns: list[str], rows: Iterable[Mapping[str, Any]]) -> None:
-    """Append rows under an exclusive lock (concurrent runs share one file); header when new."""
+    """Append rows under an exclusive lock (concurrent runs share one file); header when new.
+
+    All or nothing: on a write error (disk full, quota, I/O) the file is cut back to the size it
+    had, so a torn row never glues onto the next append."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+", newline="") as handle:
+    lines = io.StringIO()
+    writer = csv.DictWriter(lines, fieldnames=columns, extrasaction="ignore")
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    with open(path, "a+b") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            handle.seek(0, os.SEEK_END)
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            if handle.tell() == 0:
-                writer.writeheader()
-            for row in rows:
-                writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-            handle.flush()
-            os.fsync(handle.fileno())
+            size = handle.seek(0, os.SEEK_END)
+            header = io.StringIO()
+            if size == 0:
+                csv.DictWriter(header, fieldnames=columns).writeheader()
+            elif _ends_torn(handle, size):
+                # A crash of an older robench (or another tool) left a partial line: end it so
+                # our rows start on a line of their own; readers skip the torn one.
+                header.write("\n")
+            try:
+                handle.write((header.getvalue() + lines.getvalue()).encode())
+                handle.flush()
+                os.fsync(handle.fileno())
+            except OSError as exc:
+                handle.truncate(size)
+                raise RobenchError(f"cannot write {path} ({exc.strerror or exc}): is the disk full or read-only? Nothing was added; free space and re-run the same command") from exc
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ends_torn(handle: Any, size: int) -> bool:
+    handle.seek(size - 1)
+    last = handle.read(1)
+    handle.seek(size)
+    return last != b"\n"
 
 
 def _csv_value(value: Any) -> Any:

@@ -34,7 +34,13 @@ def cli():
     from robench.cli import app
 
     def run(*args: str):
-        return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+        args = [str(a) for a in args]
+        if args[:1] == ["attack"] and not {"--verdict", "--convergence-check"} & set(args):
+            # The verdict attack and the convergence check multiply an attack's cost by 10-50;
+            # tests of the rest of the protocol run without them (tests/test_verdict.py covers
+            # them, and passing --verdict or --convergence-check keeps both defaults).
+            args += ["--no-verdict", "--no-convergence-check"]
+        return CliRunner().invoke(app, args, catch_exceptions=False)
 
     return run
 

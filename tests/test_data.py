@@ -275,7 +275,7 @@ def test_bare_npz_path_gets_prefix_hint():
 def test_dataset_catalogue():
     assert set(DATASETS) == {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn",
                              "npz:PATH"}
-    assert all(isinstance(v, str) and v and "\n" not in v for v in DATASETS.values())
+    assert all(isinstance(s, str) and s and "\n" not in s for s in DATASETS.summaries().values())
 
 
 # --- subset -------------------------------------------------------------------------

@@ -265,3 +265,61 @@ def test_benchmark_suites_resolve():
     for name in names:
         suite = resolve_suite(path, name)
         assert any("decompose" in run.settings for run in suite.runs)
+
+
+@pytest.mark.parametrize("failing_call", [1, 2])
+def test_a_crash_before_the_csv_rows_loses_none_and_doubles_none(trained, monkeypatch, failing_call):
+    """Killed after meta.json but before (all) its CSV rows: the re-run appends exactly what is missing."""
+    import csv
+
+    import robench.decompose.checkpoint as saving
+    from robench.decompose import DecomposeConfig, decompose_checkpoint
+
+    real_append, calls = saving.append_csv, []
+
+    def crashing_append(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == failing_call:
+            raise KeyboardInterrupt("killed")
+        return real_append(*args, **kwargs)
+
+    monkeypatch.setattr(saving, "append_csv", crashing_append)
+    config = DecomposeConfig(rank="0.5", skip="first", samples=500)
+    run = lambda: decompose_checkpoint(trained, "base", config, name="dec", test_size=50, measure_speed=False)  # noqa: E731
+    with pytest.raises(KeyboardInterrupt):
+        run()
+    assert json.loads((trained.checkpoint_dir("dec") / "meta.json").read_text())["status"] == "complete"
+    again = run()
+    assert again.skipped and len(again.layers) == 2
+    run()  # and a third time appends nothing more
+
+    def rows(file):
+        with open(trained.root / "decompositions" / file, newline="") as handle:
+            return [row for row in csv.DictReader(handle) if row["checkpoint"] == "dec"]
+
+    layers, models = rows("layers.csv"), rows("models.csv")
+    assert [row["layer"] for row in layers] == ["conv2", "conv3"]
+    assert len(models) == 1 and models[0]["timestamp"] == layers[0]["timestamp"] == again.meta["created"]
+    assert float(models[0]["clean_acc_after"]) == again.meta["clean_acc"]
+
+
+def test_decompose_model_takes_any_module_of_plain_convs():
+    from robench.decompose import decompose_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                          nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    model[3].running_mean.normal_()
+    model[3].running_var.uniform_(0.5, 2)
+    x, y = torch.rand(64, 3, 10, 10), torch.randint(0, 4, (64,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = decompose_model(model, x, y, DecomposeConfig(rank="1", skip="first", samples=3000), test_x=x[:32], test_y=y[:32])
+    assert set(result.structure) == {"2", "5"} and [row["layer"] for row in result.layers] == ["conv2", "conv3"]
+    # Full rank: the decomposed network computes the same function, and the input is untouched.
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(x), model(x), rtol=1e-3, atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert isinstance(result.model[2], LowRankConv2d) and isinstance(model[2], nn.Conv2d)
+    assert result.summary["clean_acc_after"] == result.summary["clean_acc_before"] and result.summary["test_size"] == 32
+    with pytest.raises(RobenchError, match="no plain conv layers"):
+        decompose_model(nn.Sequential(nn.Flatten(), nn.Linear(300, 4)), x, y, DecomposeConfig())

@@ -12,6 +12,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 import robench
+
+# The verdict attack and the convergence check are tested in test_verdict.py; here they would
+# only multiply the cost.
+FAST = {"verdict": False, "convergence_check": False}
 from robench.data import load_dataset
 from robench.models import build_model
 
@@ -63,7 +67,7 @@ def trained_cnn_state():
 
 def _csv_rows(workspace) -> list[dict[str, str]]:
     with open(workspace.results_csv) as handle:
-        return list(csv.DictReader(handle))
+        return [row for row in csv.DictReader(handle) if row["attack"] != "verdict"]
 
 
 def _same_numbers(library_row: dict, cli_row: dict) -> None:
@@ -88,9 +92,9 @@ def test_public_api_is_importable_from_the_package():
 def test_own_cnn_evaluate_equals_import_then_attack(trained_cnn_state, workspace, cli, tmp_path):
     model = make_cnn()
     model.load_state_dict(trained_cnn_state)
-    rows = robench.evaluate(model, "digits", suite="fgsm,pgd", eps=[16 / 255], n=60, name="mine", workspace=workspace.root)
+    rows = robench.evaluate(model, "digits", suite="fgsm,pgd", eps=[16 / 255], n=60, name="mine", workspace=workspace.root, **FAST)
     frame = rows.to_pandas()
-    assert list(frame["attack"]) == ["fgsm", "pgd", "worst-case"]
+    assert list(frame["attack"]) == ["fgsm", "pgd", "worst-case", "verdict"]
     assert frame.loc[0, "clean_acc"] > 0.8  # measured 0.95 (4 epochs of Adam)
     assert (frame["robust_acc"] < frame["clean_acc"]).all()
     assert set(frame["stochastic_by"]) == {""} and set(frame["eot"]) == {1}
@@ -121,7 +125,7 @@ def test_torchvision_resnet_evaluate_equals_import_then_attack(workspace, cli):
     torch.manual_seed(0)
     model = cifar_resnet()
     dataset = f"npz:{CIFAR_NPZ}"
-    rows = robench.evaluate(model, dataset, suite="fgsm", eps="8/255", n=12, batch_size=12)
+    rows = robench.evaluate(model, dataset, suite="fgsm", eps="8/255", n=12, batch_size=12, **FAST)
     weights = workspace.root.parent / "resnet.pt"
     torch.save(model.state_dict(), weights)
     result = cli("import", "tv-resnet", "--model", "test_library:cifar_resnet", "--weights", weights, "--dataset", dataset)
@@ -135,15 +139,15 @@ def test_torchvision_resnet_evaluate_equals_import_then_attack(workspace, cli):
 def test_undeclared_randomness_is_detected_and_attacked_with_eot(trained_cnn_state):
     noisy = NoisyCNN()
     noisy.load_state_dict(trained_cnn_state)
-    rows = robench.evaluate(noisy, "digits", suite="pgd", eps=16 / 255, n=40, runs=4)
-    (row,) = rows
+    rows = robench.evaluate(noisy, "digits", suite="pgd", eps=16 / 255, n=40, runs=4, **FAST)
+    row = rows[0]
     assert row["stochastic"] is True and row["stochastic_by"] == "detected"
     assert row["eot"] == 10 and row["runs"] == 4
     assert row["robust_acc_std"] > 0  # evaluated over several runs, which differ
 
     plain = make_cnn()
     plain.load_state_dict(trained_cnn_state)
-    (row,) = robench.evaluate(plain, "digits", suite="pgd", eps=16 / 255, n=40, runs=4)
+    row = robench.evaluate(plain, "digits", suite="pgd", eps=16 / 255, n=40, runs=4, **FAST)[0]
     assert row["stochastic"] is False and row["runs"] == 1 and row["eot"] == 1
 
 
@@ -152,9 +156,9 @@ def test_tensors_and_a_dataloader_give_the_same_rows(trained_cnn_state):
     model.load_state_dict(trained_cnn_state)
     data = load_dataset("digits")
     x, y = data.test_x[:50], data.test_y[:50]
-    from_tensors = robench.evaluate(model, (x, y), suite="fgsm", eps=0.1, n=None)
+    from_tensors = robench.evaluate(model, (x, y), suite="fgsm", eps=0.1, n=None, **FAST)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
-    from_loader = robench.evaluate(model, loader, suite="fgsm", eps=0.1, n=None)
+    from_loader = robench.evaluate(model, loader, suite="fgsm", eps=0.1, n=None, **FAST)
     assert from_tensors[0]["n"] == 50 and from_tensors[0]["dataset"] == "custom"
     _same_numbers(from_tensors[0], {k: ("" if v is None else str(v)) for k, v in from_loader[0].items()})
 

@@ -214,7 +214,7 @@ def test_train_and_attack_end_to_end_on_digits(workspace):
     config = TrainConfig(epochs=1, train_size=300, defense="splic", defense_params={"splic_outer": 2})
     result = train(config, workspace, name="splic-tiny")
     assert result.meta["stochastic"] is True
-    rows = attack_checkpoint(workspace, "splic-tiny", AttackRun(suite=parse_suite("pgd"), eps=[16 / 255], n=30, runs=2, eot=1))
+    rows = attack_checkpoint(workspace, "splic-tiny", AttackRun(suite=parse_suite("pgd"), eps=[16 / 255], n=30, runs=2, eot=1, verdict=False, convergence_check=False))
     assert rows[0]["bpda"] is True and 0.0 <= rows[0]["robust_acc"] <= rows[0]["clean_acc"] + 0.2
-    rows = attack_checkpoint(workspace, "splic-tiny", AttackRun(suite=parse_suite("fgsm"), eps=[16 / 255], n=30, runs=2, threat="gray-box"))
+    rows = attack_checkpoint(workspace, "splic-tiny", AttackRun(suite=parse_suite("fgsm"), eps=[16 / 255], n=30, runs=2, threat="gray-box", verdict=False, convergence_check=False))
     assert rows[0]["threat_model"] == "gray-box"

@@ -89,3 +89,55 @@ def test_init_must_match_arch_and_dataset(workspace):
     train(TrainConfig(epochs=1), workspace, name="dense")
     with pytest.raises(RobenchError, match="was trained with arch 'small-cnn'"):
         train(TrainConfig(epochs=1, arch="lenet", init="dense"), workspace, name="other")
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing of robench's may catch it."""
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 3, 4])
+def test_kill_between_any_two_writes_of_a_save_resumes_exactly(workspace, monkeypatch, kill_after):
+    # The save of epoch 2 is: weights file, training-state file, meta.json, deletion of epoch
+    # 1's files. A kill after any single one of them must resume to the straight run's weights.
+    config = dict(epochs=3, train_size=300, defense="tensor-dropout", defense_params={"theta": 0.9})
+    straight = train(TrainConfig(**config), workspace, name="straight")
+
+    import robench.training as train_module
+    from pathlib import Path
+
+    writes = {"n": 0}
+    real_save, real_meta, real_unlink = train_module.atomic_save_tensors, workspace.write_meta, Path.unlink
+
+    def counted(real):
+        def write(*args, **kwargs):
+            result = real(*args, **kwargs)
+            writes["n"] += 1
+            if writes["n"] == 3 + kill_after:  # epoch 1's save is writes 1-3 (nothing to delete)
+                raise _Killed
+            return result
+        return write
+
+    monkeypatch.setattr(train_module, "atomic_save_tensors", counted(real_save))
+    monkeypatch.setattr(type(workspace), "write_meta", lambda self, *a, **k: counted(real_meta)(*a, **k))
+    monkeypatch.setattr(Path, "unlink", lambda self, *a, **k: counted(real_unlink)(self, *a, **k))
+    with pytest.raises(_Killed):
+        train(TrainConfig(**config), workspace, name="killed")
+    monkeypatch.undo()
+
+    resumed = train(TrainConfig(**config), workspace, name="killed")
+    assert resumed.resumed_from == (2 if kill_after >= 3 else 1)
+    a = load_file(str(workspace.checkpoint_dir("straight") / "model.safetensors"))
+    b = load_file(str(workspace.checkpoint_dir("killed") / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.meta["history"][-1]["loss"] == straight.meta["history"][-1]["loss"]
+    leftovers = sorted(p.name for p in workspace.checkpoint_dir("killed").glob("*.safetensors"))
+    assert leftovers == ["model.safetensors", "train_state.safetensors"]
+
+
+def test_second_writer_of_a_checkpoint_is_refused(workspace):
+    from robench.training import checkpoint_lock
+
+    with checkpoint_lock(workspace, "busy"):
+        with pytest.raises(RobenchError, match="is being written by pid"):
+            train(TrainConfig(epochs=1, seed=1), workspace, name="busy")
+    assert train(TrainConfig(epochs=1, train_size=200), workspace, name="busy").meta["status"] == "complete"

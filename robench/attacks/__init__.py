@@ -27,8 +27,9 @@ import torch
 import torchattacks
 from torch import nn
 
-from robench.errors import RobenchError, unknown_name
+from robench.errors import RobenchError
 from robench.parsing import parse_bool, parse_number
+from robench.registry import Registry
 
 NORMS = ("Linf", "L2")
 TARGET_MODES = ("random", "least-likely")
@@ -175,6 +176,14 @@ def _autoattack(model: nn.Module, s: AttackSettings, o: dict[str, Any]) -> Craft
     return _cascade(model, components, s.num_classes)
 
 
+def _autoattack_apgd(model: nn.Module, s: AttackSettings, o: dict[str, Any]) -> Craft:
+    components = [
+        torchattacks.APGD(model, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss="ce"),
+        torchattacks.APGDT(model, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, n_classes=s.num_classes),
+    ]
+    return _cascade(model, components, s.num_classes)
+
+
 def _autoattack_rand(model: nn.Module, s: AttackSettings, o: dict[str, Any]) -> Craft:
     components = [
         torchattacks.APGD(model, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss=loss, eot_iter=s.own_eot(o["eot_iter"]))
@@ -193,10 +202,13 @@ def _cascade(model: nn.Module, components: list[Any], num_classes: int) -> Craft
     def run(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         adv = x.clone()
         robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
-        for component in components:
+        for number, component in enumerate(components, 1):
             index = robust.nonzero().squeeze(1)
             if len(index) == 0:
                 break
+            if run.report is not None:
+                # Long components (FAB-T, Square) would otherwise freeze the progress bar for minutes.
+                run.report(f"{number}/{len(components)} {type(component).__name__}{'-' + component.loss if isinstance(getattr(component, 'loss', None), str) else ''} on {len(index)}")
             candidate = component(x[index], y[index])
             with torch.no_grad():
                 fooled = model(candidate).argmax(1) != y[index]
@@ -205,6 +217,7 @@ def _cascade(model: nn.Module, components: list[Any], num_classes: int) -> Craft
         return adv
 
     run.components = components  # type: ignore[attr-defined]
+    run.report = None  # type: ignore[attr-defined]  # set by the runner: called with each component's name
     return run
 
 
@@ -214,58 +227,60 @@ def _spec(name, summary, norms, build, options=None, **flags) -> AttackSpec:
 
 _PAPER_STEPS = {"steps": None, "step_size": None}
 
-ATTACKS: dict[str, AttackSpec] = {
-    spec.name: spec
-    for spec in (
-        _spec("fgsm", "Fast Gradient Sign Method: one step of size eps", ["Linf"],
-              lambda m, s, o: torchattacks.FGSM(m, eps=s.eps)),
-        _spec("bim", "Basic Iterative Method: step 1/255, floor(min(eps+4, 1.25 eps)) steps (eps in 0..255)", ["Linf"],
-              lambda m, s, o: torchattacks.BIM(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"]), _PAPER_STEPS, iterative=True),
-        _spec("pgd", "Projected Gradient Descent: as BIM, from a random start in the eps-ball", ["Linf"],
-              lambda m, s, o: torchattacks.PGD(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], random_start=o["random_start"]),
-              {**_PAPER_STEPS, "random_start": True}, iterative=True),
-        _spec("pgd-l2", "PGD in the L2 ball: 50 steps of 2.5 eps / steps, random start", ["L2"],
-              lambda m, s, o: torchattacks.PGDL2(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], random_start=o["random_start"]),
-              {"steps": 50, "step_size": None, "random_start": True}, iterative=True, derived_step=lambda eps, steps: 2.5 * eps / steps),
-        _spec("rfgsm", "R+FGSM (Tramer et al.): random step of eps/2, then a gradient step of eps/2", ["Linf"],
-              lambda m, s, o: torchattacks.RFGSM(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"]),
-              {"steps": 1, "step_size": None}, derived_step=lambda eps, steps: eps / 2),
-        _spec("mifgsm", "Momentum iterative FGSM (Dong et al.): 10 steps of eps/10, decay 1.0", ["Linf"],
-              lambda m, s, o: torchattacks.MIFGSM(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], decay=o["decay"]),
-              {"steps": 10, "step_size": None, "decay": 1.0}, iterative=True, derived_step=lambda eps, steps: eps / steps),
-        _spec("apgd-ce", "Auto-PGD with cross-entropy, 100 iterations", ["Linf", "L2"],
-              lambda m, s, o: torchattacks.APGD(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss="ce"),
-              {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
-        _spec("apgd-dlr", "Auto-PGD with the DLR loss, 100 iterations", ["Linf", "L2"],
-              lambda m, s, o: torchattacks.APGD(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss="dlr"),
-              {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
-        _spec("apgd-t", "Targeted Auto-PGD (DLR), 100 iterations over the 9 most likely other classes", ["Linf", "L2"],
-              lambda m, s, o: _cap_targets(torchattacks.APGDT(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, n_classes=s.num_classes), s.num_classes),
-              {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
-        _spec("fab", "FAB (minimal-norm boundary attack), 100 iterations; fab.targeted=true for FAB-T", ["Linf", "L2"],
-              lambda m, s, o: _cap_targets(torchattacks.FAB(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, multi_targeted=o["targeted"], n_classes=s.num_classes), s.num_classes),
-              {"steps": 100, "targeted": False}, iterative=True, targetable=False, native_restarts=True),
-        _spec("square", "Square Attack (score-based, gradient-free), 5000 queries", ["Linf", "L2"],
-              lambda m, s, o: torchattacks.Square(m, norm=o["norm"], eps=s.eps, n_queries=o["n_queries"], n_restarts=s.restarts, seed=s.seed),
-              {"n_queries": 5000}, native_restarts=True),
-        _spec("aa", "AutoAttack standard: APGD-CE, APGD-T, FAB-T (100 iterations), Square (5000 queries)", ["Linf", "L2"],
-              _autoattack, {"steps": 100, "n_queries": 5000}, iterative=True, targetable=False, native_restarts=True),
-        _spec("aa-rand", "AutoAttack for randomized defenses: APGD-CE and APGD-DLR with EOT over 20 samples", ["Linf", "L2"],
-              _autoattack_rand, {"steps": 100, "eot_iter": 20}, iterative=True, targetable=False, native_restarts=True, own_eot=True),
-        _spec("deepfool", "DeepFool (minimal L2 perturbation): at most 5 iterations, overshoot 0.02; unbounded", ["L2"],
-              lambda m, s, o: torchattacks.DeepFool(m, steps=o["steps"], overshoot=o["overshoot"]),
-              {"steps": 5, "overshoot": 0.02, "project": False}, bounded=False, targetable=False),
-        _spec("cw", "Carlini-Wagner L2: kappa 20, 1000 steps, lr 0.005, c 1; unbounded", ["L2"],
-              lambda m, s, o: torchattacks.CW(m, c=o["c"], kappa=o["kappa"], steps=o["steps"], lr=o["lr"]),
-              {"steps": 1000, "kappa": 20.0, "lr": 0.005, "c": 1.0, "project": False}, bounded=False),
-        _spec("spsa", "SPSA (gradient-free): 100 iterations, 128 samples, delta 0.01, lr 0.01", ["Linf"],
-              lambda m, s, o: torchattacks.SPSA(m, eps=s.eps, delta=o["delta"], lr=o["lr"], nb_iter=o["steps"], nb_sample=o["samples"], max_batch_size=o["max_batch_size"]),
-              {"steps": 100, "samples": 128, "delta": 0.01, "lr": 0.01, "max_batch_size": 64}),
-        _spec("eot-pgd", "PGD whose every step averages the gradient over --eot samples (default 20; 1 on a deterministic model)", ["Linf"],
-              lambda m, s, o: torchattacks.EOTPGD(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], eot_iter=s.own_eot(o["eot_iter"]), random_start=True),
-              {**_PAPER_STEPS, "eot_iter": 20}, iterative=True, own_eot=True),
-    )
-}
+ATTACKS: Registry[AttackSpec] = Registry("attack")
+for _attack in (
+    _spec("fgsm", "Fast Gradient Sign Method: one step of size eps", ["Linf"],
+          lambda m, s, o: torchattacks.FGSM(m, eps=s.eps)),
+    _spec("bim", "Basic Iterative Method: step 1/255, floor(min(eps+4, 1.25 eps)) steps (eps in 0..255)", ["Linf"],
+          lambda m, s, o: torchattacks.BIM(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"]), _PAPER_STEPS, iterative=True),
+    _spec("pgd", "Projected Gradient Descent: as BIM, from a random start in the eps-ball", ["Linf"],
+          lambda m, s, o: torchattacks.PGD(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], random_start=o["random_start"]),
+          {**_PAPER_STEPS, "random_start": True}, iterative=True),
+    _spec("pgd-l2", "PGD in the L2 ball: 50 steps of 2.5 eps / steps, random start", ["L2"],
+          lambda m, s, o: torchattacks.PGDL2(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], random_start=o["random_start"]),
+          {"steps": 50, "step_size": None, "random_start": True}, iterative=True, derived_step=lambda eps, steps: 2.5 * eps / steps),
+    _spec("rfgsm", "R+FGSM (Tramer et al.): random step of eps/2, then a gradient step of eps/2", ["Linf"],
+          lambda m, s, o: torchattacks.RFGSM(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"]),
+          {"steps": 1, "step_size": None}, derived_step=lambda eps, steps: eps / 2),
+    _spec("mifgsm", "Momentum iterative FGSM (Dong et al.): 10 steps of eps/10, decay 1.0", ["Linf"],
+          lambda m, s, o: torchattacks.MIFGSM(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], decay=o["decay"]),
+          {"steps": 10, "step_size": None, "decay": 1.0}, iterative=True, derived_step=lambda eps, steps: eps / steps),
+    _spec("apgd-ce", "Auto-PGD with cross-entropy, 100 iterations", ["Linf", "L2"],
+          lambda m, s, o: torchattacks.APGD(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss="ce"),
+          {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
+    _spec("apgd-dlr", "Auto-PGD with the DLR loss, 100 iterations", ["Linf", "L2"],
+          lambda m, s, o: torchattacks.APGD(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, loss="dlr"),
+          {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
+    _spec("apgd-t", "Targeted Auto-PGD (DLR), 100 iterations over the 9 most likely other classes", ["Linf", "L2"],
+          lambda m, s, o: _cap_targets(torchattacks.APGDT(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, n_classes=s.num_classes), s.num_classes),
+          {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
+    _spec("fab", "FAB (minimal-norm boundary attack), 100 iterations; fab.targeted=true for FAB-T", ["Linf", "L2"],
+          lambda m, s, o: _cap_targets(torchattacks.FAB(m, norm=o["norm"], eps=s.eps, steps=o["steps"], n_restarts=s.restarts, seed=s.seed, multi_targeted=o["targeted"], n_classes=s.num_classes), s.num_classes),
+          {"steps": 100, "targeted": False}, iterative=True, targetable=False, native_restarts=True),
+    _spec("square", "Square Attack (score-based, gradient-free), 5000 queries", ["Linf", "L2"],
+          lambda m, s, o: torchattacks.Square(m, norm=o["norm"], eps=s.eps, n_queries=o["n_queries"], n_restarts=s.restarts, seed=s.seed),
+          {"n_queries": 5000}, native_restarts=True),
+    _spec("aa", "AutoAttack standard: APGD-CE, APGD-T, FAB-T (100 iterations), Square (5000 queries)", ["Linf", "L2"],
+          _autoattack, {"steps": 100, "n_queries": 5000}, iterative=True, targetable=False, native_restarts=True),
+    _spec("aa-apgd", "AutoAttack's gradient part: APGD-CE then APGD-T (100 iterations); robench's verdict attack", ["Linf", "L2"],
+          _autoattack_apgd, {"steps": 100}, iterative=True, targetable=False, native_restarts=True),
+    _spec("aa-rand", "AutoAttack for randomized defenses: APGD-CE and APGD-DLR with EOT over 20 samples", ["Linf", "L2"],
+          _autoattack_rand, {"steps": 100, "eot_iter": 20}, iterative=True, targetable=False, native_restarts=True, own_eot=True),
+    _spec("deepfool", "DeepFool (minimal L2 perturbation): at most 5 iterations, overshoot 0.02; unbounded", ["L2"],
+          lambda m, s, o: torchattacks.DeepFool(m, steps=o["steps"], overshoot=o["overshoot"]),
+          {"steps": 5, "overshoot": 0.02, "project": False}, bounded=False, targetable=False),
+    _spec("cw", "Carlini-Wagner L2: kappa 20, 1000 steps, lr 0.005, c 1; unbounded", ["L2"],
+          lambda m, s, o: torchattacks.CW(m, c=o["c"], kappa=o["kappa"], steps=o["steps"], lr=o["lr"]),
+          {"steps": 1000, "kappa": 20.0, "lr": 0.005, "c": 1.0, "project": False}, bounded=False),
+    _spec("spsa", "SPSA (gradient-free): 100 iterations, 128 samples, delta 0.01, lr 0.01", ["Linf"],
+          lambda m, s, o: torchattacks.SPSA(m, eps=s.eps, delta=o["delta"], lr=o["lr"], nb_iter=o["steps"], nb_sample=o["samples"], max_batch_size=o["max_batch_size"]),
+          {"steps": 100, "samples": 128, "delta": 0.01, "lr": 0.01, "max_batch_size": 64}),
+    _spec("eot-pgd", "PGD whose every step averages the gradient over --eot samples (default 20; 1 on a deterministic model)", ["Linf"],
+          lambda m, s, o: torchattacks.EOTPGD(m, eps=s.eps, alpha=o["step_size"], steps=o["steps"], eot_iter=s.own_eot(o["eot_iter"]), random_start=True),
+          {**_PAPER_STEPS, "eot_iter": 20}, iterative=True, own_eot=True),
+):
+    ATTACKS.add(_attack.name, _attack, _attack.summary)
+del _attack
 
 
 def _cap_targets(attack: Any, num_classes: int) -> Any:
@@ -276,9 +291,7 @@ def _cap_targets(attack: Any, num_classes: int) -> Any:
 
 
 def get_attack(name: str) -> AttackSpec:
-    if name not in ATTACKS:
-        raise unknown_name("attack", name, ATTACKS)
-    return ATTACKS[name]
+    return ATTACKS.get(name)
 
 
 def parse_suite(text: str) -> list[AttackSpec]:

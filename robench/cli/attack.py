@@ -9,6 +9,7 @@ import typer
 
 from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, app, err, out, user_errors
 from robench.cli.render import attack_table
+from robench.errors import RobenchError
 
 
 @app.command(epilog=(
@@ -40,7 +41,12 @@ def attack(
     step_size: Optional[str] = typer.Option(None, "--step-size", help="Step of BIM/PGD [default: 1/255].", show_default=False),
     seed: int = typer.Option(0, "--seed", help="Seed for the example subset and the attacks."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Must match the checkpoint's dataset [default: the checkpoint's].", show_default=False),
-    batch_size: int = typer.Option(256, "--batch-size", help="Examples per attack batch."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Examples per block: the unit each random draw is seeded by, and that is saved and resumed."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="I/K: compute only shard I of K of the blocks (run all K, in any order or place; the last one writes the rows).", show_default=False),
+    merge: bool = typer.Option(False, "--merge", help="Compute nothing: write the rows from the finished shards (same arguments as the shards)."),
+    verdict: bool = typer.Option(True, "--verdict/--no-verdict", help="Add a reliable attack (APGD-CE + APGD-T, aa-rand for a random model, Square when gradients are masked) when the suite has none, for robench's verdict row per eps; --no-verdict marks a verdict without one weak."),
+    convergence_check: bool = typer.Option(True, "--convergence-check/--no-convergence-check", help="Re-run BIM/PGD/MI-FGSM/EOT-PGD with 5x the steps and 5 restarts on min(n, 100) examples; flag rows whose accuracy still drops (not-converged)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Discard this checkpoint's saved blocks and start over."),
     workspace: Optional[Path] = WorkspaceOpt,
     data_dir: Optional[Path] = DataDirOpt,
     download: bool = DownloadOpt,
@@ -52,17 +58,23 @@ def attack(
     by default; a `worst-case` row counts an example robust only if every attack failed.
     """
     from robench.attacks import parse_attack_options, parse_eps, parse_eps_list, parse_suite
-    from robench.evaluation import AttackRun, attack_checkpoint
+    from robench.evaluation import AttackRun, attack_checkpoint, parse_shard
 
     specs = parse_suite(suite)
     plan = AttackRun(
         suite=specs, eps=parse_eps_list(eps), n=n, seed=seed, runs=runs, steps=steps,
         step_size=parse_eps(step_size, "--step-size") if step_size else None, batch_size=batch_size, threat=threat,
         eot=eot, bpda=bpda, restarts=restarts, targeted=targeted, norm=norm, source=source,
-        options=parse_attack_options(attack_opt or [], specs), ste=ste,
+        options=parse_attack_options(attack_opt or [], specs), ste=ste, shard=parse_shard(shard, merge),
+        verdict=verdict, convergence_check=convergence_check,
     )
     ws = _workspace(workspace)
-    rows = attack_checkpoint(ws, checkpoint, plan, data_dir=_data_dir(data_dir), download=download, dataset=dataset, device=device, console=err)
+    rows = attack_checkpoint(ws, checkpoint, plan, data_dir=_data_dir(data_dir), download=download, dataset=dataset, device=device, console=err, fresh=fresh)
+    if rows is None:
+        if merge:
+            raise RobenchError("--merge: some shards are unfinished; run every --shard I/K with the same arguments first")
+        out.print(f"shard {shard} finished; the rows are written when all shards are (or run the same command with --merge)")
+        return
     out.print(attack_table(checkpoint, rows))
     if any(row["train_mode_left"] for row in rows):
         out.print("[yellow]warning:[/] an attack left the model in train mode; robench reset it to eval (see `robench report` flags)")

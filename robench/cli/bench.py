@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, bench_app, err, out, user_errors
+from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, bench_app, err, out, user_errors, warn
 from robench.cli.render import suites_table
 
 
@@ -31,10 +31,12 @@ def bench_run(
 
     suite = resolve_suite(file, name)
     ws = _workspace(workspace)
+    for run in suite.runs:
+        ws.checkpoint_dir(run.name)  # a name the file system refuses stops here, before anything runs
     err.print(f"suite [bold]{suite.name}[/]: {suite.description} ({len(suite.runs)} runs)")
     _, failures = run_suite(suite, ws, data_dir=_data_dir(data_dir), download=download, device=device, console=err, retrain=retrain)
     names = [run.name for run in suite.runs]
-    for table in rich_tables(pivot(load_results(ws, Filters(checkpoint=names)))):
+    for table in rich_tables(pivot(load_results(ws, Filters(checkpoint=names), warn=warn))):
         out.print(table)
     if failures:
         for failure in failures:

@@ -2,17 +2,69 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
-from robench.errors import RobenchError
+try:  # typer >= 0.22 vendors click
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover - older typer, on click
+    from click.exceptions import UsageError
+
+from robench.errors import Interrupted, RobenchError
+
+# What survives Ctrl-C, per command (attack says it itself, with the paths).
+INTERRUPTED = {
+    "train": "completed epochs are saved; re-run the same command to resume",
+    "decompose": "nothing was written; re-run the same command to start it again",
+    "run": "completed epochs and attack rows are saved; re-run the same command to resume",
+}
+
+def _error_line(message: str) -> None:
+    """`error: MESSAGE` as exactly one line on stderr (whitespace, newlines included, squashed)."""
+    err.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    """`warning: MESSAGE` as one line on stderr; the command goes on (e.g. a skipped torn CSV row)."""
+    err.print(f"[yellow]warning:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _one_line_usage() -> Iterator[None]:
+    try:
+        yield
+    except UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `robench` alone prints the help
+            raise
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error_line(exc.format_message().rstrip(".") + hint)
+        raise typer.Exit(exc.exit_code) from None
+
+
+class OneLineErrors(TyperGroup):
+    """Usage mistakes (`--epochs three`, a missing or unknown option) end like every other bad
+    input: one `error:` line on stderr and exit code 2, instead of click's usage box."""
+
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        with _one_line_usage():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _one_line_usage():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
+    cls=OneLineErrors,
     name="robench",
     help="Train defended models, attack them with a standard suite, and compare the results.",
     rich_markup_mode="rich",
@@ -20,7 +72,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-bench_app = typer.Typer(help="Run named suites from benchmarks.toml and check their expected accuracy.", no_args_is_help=True, rich_markup_mode="rich")
+bench_app = typer.Typer(cls=OneLineErrors, help="Run named suites from benchmarks.toml and check their expected accuracy.", no_args_is_help=True, rich_markup_mode="rich")
 app.add_typer(bench_app, name="bench")
 
 out = Console()
@@ -40,19 +92,43 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except RobenchError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            _error_line(str(exc))
             raise typer.Exit(2) from None
+        except Interrupted as exc:
+            err.print(f"[yellow]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/]; completed epochs are saved, re-run the same command to resume")
+            err.print(f"[yellow]interrupted[/]; {INTERRUPTED.get(command.__name__, 'nothing was written')}")
             raise typer.Exit(130) from None
 
     return wrapper
 
 
-def _workspace(path: Optional[Path]):
+def _workspace(path: Optional[Path], write: bool = True):
+    """The workspace of --workspace / ROBENCH_WORKSPACE, refused up front (before any training
+    or attack work) when it is a file, or, for commands that write, not writable."""
     from robench.workspace import Workspace, default_workspace
 
-    return Workspace(Path(path) if path else default_workspace())
+    root = Path(path) if path else default_workspace()
+    check_workspace(root, write)
+    return Workspace(root)
+
+
+def check_workspace(root: Path, write: bool = True) -> None:
+    fix = "point --workspace (or ROBENCH_WORKSPACE) at a folder you can write to"
+    if root.exists() and not root.is_dir():
+        raise RobenchError(f"workspace {root} is not a directory; {fix}")
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != root and not existing.is_dir():
+        raise RobenchError(f"workspace {root} cannot be created: {existing} is a file; {fix}")
+    if not write:
+        return
+    for folder in (existing, root / "checkpoints", root / "results"):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            where = "" if folder == root else f" ({folder} is read-only)" if folder.is_relative_to(root) else f" (cannot create it in the read-only {folder})"
+            raise RobenchError(f"workspace {root} is not writable{where}; {fix}")
 
 
 def _data_dir(path: Optional[Path]) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,7 @@ import typer
 
 from robench.cli.common import DataDirOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, app, err, out, user_errors
 from robench.cli.render import decompose_layers_table, decompose_summary_table
+from robench.errors import RobenchError
 
 
 @app.command(epilog=(
@@ -50,6 +52,11 @@ def decompose(
     """
     from robench.decompose import DecomposeConfig, decompose_checkpoint
 
+    for option, value in (("--two-step-lr", two_step_lr), ("--lambda", lam), ("--tol", tol)):
+        if value is not None and not math.isfinite(value):
+            raise RobenchError(f"{option} must be a finite number, got {value}")
+    if not 0 <= seed <= 2**32 - 1:
+        raise RobenchError(f"--seed must be an integer in [0, {2**32 - 1}], got {seed}")
     config = DecomposeConfig(
         method=method, rank=rank, samples=samples, skip=skip, nonlinear=nonlinear, two_step=two_step,
         two_step_batches=two_step_batches, two_step_lr=two_step_lr, lam=lam, tol=tol, max_iter=max_iter,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -38,10 +40,16 @@ def import_(
 
     if (mean is None) != (std is None):
         raise RobenchError("--mean and --std go together; give both or neither")
-    loaded = import_model(
-        name, model, dataset=dataset, weights=weights, mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-        workspace=_workspace(workspace), data_dir=_data_dir(data_dir), overwrite=overwrite,
-    )
+    mean_values, std_values = _floats(mean, "--mean"), _floats(std, "--std")
+    if mean_values is not None and len(mean_values) != len(std_values):
+        raise RobenchError(f"--mean has {len(mean_values)} values and --std {len(std_values)}; give one of each per input channel")
+    with warnings.catch_warnings():
+        # torch warns about a foreign .pt's pickle protocol before refusing it; the refusal says it all.
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        loaded = import_model(
+            name, model, dataset=dataset, weights=weights, mean=mean_values, std=std_values,
+            workspace=_workspace(workspace), data_dir=_data_dir(data_dir), overwrite=overwrite,
+        )
     meta = loaded.meta
     std_text = f" ± {100 * meta['clean_acc_std']:.2f} over {meta['clean_acc_runs']} runs (randomness detected)" if meta["clean_acc_runs"] > 1 else ""
     out.print(f"imported [bold]{name}[/] ({model}): clean test accuracy {100 * meta['clean_acc']:.2f}%{std_text}")
@@ -52,6 +60,12 @@ def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
     if text is None:
         return None
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise RobenchError(f"{option} expects comma-separated numbers like 0.4914,0.4822,0.4465, got {text!r}") from None
+    if not values:
+        raise RobenchError(f"{option} is empty; give one number per input channel, like 0.4914,0.4822,0.4465")
+    if not all(math.isfinite(v) for v in values) or (option == "--std" and not all(v > 0 for v in values)):
+        kind = "positive finite numbers" if option == "--std" else "finite numbers"
+        raise RobenchError(f"{option} must be {kind}, got {text!r}")
+    return values

@@ -32,5 +32,5 @@ def list_(
         elif kind == "attacks":
             entries = [(name, attack_description(name, spec, verbose)) for name, spec in ATTACKS.items()]
         else:
-            entries = list((DATASETS if kind == "datasets" else {**ARCHITECTURES, **EXTERNAL_PREFIXES}).items())
+            entries = list((DATASETS.summaries() if kind == "datasets" else {**ARCHITECTURES.summaries(), **EXTERNAL_PREFIXES.summaries()}).items())
         out.print(names_table(kind, entries))

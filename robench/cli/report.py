@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from robench.cli.common import WorkspaceOpt, _workspace, app, out, user_errors
+from robench.cli.common import WorkspaceOpt, _workspace, app, out, user_errors, warn
 from robench.errors import RobenchError
 
 
@@ -29,13 +29,15 @@ def report(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Compare checkpoints: rows attack x eps, one column per checkpoint, best value in bold."""
-    from robench.report import FORMATS, Filters, load_results, pivot, render_text, rich_tables, write_output
+    from robench.report import FORMATS, Filters, check_output, load_results, pivot, render_text, rich_tables, write_output
 
     if format not in FORMATS:
         raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if output is not None:
+        check_output(output)
     from robench.flags import compute_flags, format_flags
 
-    rows = load_results(_workspace(workspace), Filters(dataset, checkpoint, attack))
+    rows = load_results(_workspace(workspace, write=False), Filters(dataset, checkpoint, attack), warn=warn)
     tables = pivot(rows)
     flags = format_flags(compute_flags(rows))
     if format == "table" and output is None:

@@ -65,6 +65,7 @@ def train(
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9) or adam."),
     weight_decay: float = typer.Option(5e-4, "--weight-decay", help="Weight decay (the paper's CIFAR-10 recipe uses 1e-6)."),
+    momentum: float = typer.Option(0.9, "--momentum", help="SGD momentum, in [0, 1]."),
     schedule: Optional[str] = typer.Option(None, "--schedule", help="Epochs where the lr is multiplied by --gamma, e.g. 150,250; 'none' keeps it constant [default: at 150/350 and 250/350 of --epochs, as the paper].", show_default=False),
     gamma: float = typer.Option(0.1, "--gamma", help="Factor applied to the lr at each --schedule epoch (BPFC's recipe: 0.2, i.e. lr/5, /25, /125)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (weights, shuffling, dropout masks)."),
@@ -92,7 +93,7 @@ def train(
             raise RobenchError(f"--schedule expects comma-separated epochs like 150,250 or 'none', got {schedule!r}") from None
     config = TrainConfig(
         dataset=dataset, arch=arch, defense=defense, defense_params=_defense_options(ctx.args), epochs=epochs,
-        optimizer=optimizer, lr=lr, weight_decay=weight_decay, batch_size=batch_size, schedule=milestones,
+        optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, schedule=milestones,
         gamma=gamma, seed=seed, train_size=train_size, init=init,
     )
     ws = _workspace(workspace)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,8 +100,11 @@ def load_torchvision(name: str, root: Path, download: bool) -> Dataset:
         return cls(root=str(root), train=train, download=download)
 
     try:
-        train_ds = split(True)
-        test_ds = split(False)
+        with warnings.catch_warnings():
+            # A pickled .pt makes torch warn about its protocol before refusing it (below).
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            train_ds = split(True)
+            test_ds = split(False)
     except (RuntimeError, OSError) as exc:
         if download:
             raise RobenchError(
@@ -114,19 +118,43 @@ def load_torchvision(name: str, root: Path, download: bool) -> Dataset:
                 f"at a folder holding it, or pass --download to fetch it"
             ) from None
         raise RobenchError(f"could not read dataset {name!r} under {root}: {one_line(exc)}") from None
+    except Exception as exc:
+        # torchvision unpickles (CIFAR), torch.loads with weights_only (MNIST's processed/*.pt:
+        # a pickled object there raises UnpicklingError) or parses (SVHN's .mat) the files itself;
+        # a corrupt or foreign file fails in as many ways.
+        raise _corrupt(name, root, exc) from None
 
     def labels_of(ds):
         return ds.labels if spec.uses_split else ds.targets
 
     # Reading torchvision's backing arrays directly avoids a per-image PIL round
     # trip, which would take minutes for the 50k-image sets.
-    return Dataset(
-        name=name,
-        train_x=_images_to_nchw_float(train_ds.data, spec.layout),
-        train_y=_labels_to_int64(labels_of(train_ds)),
-        test_x=_images_to_nchw_float(test_ds.data, spec.layout),
-        test_y=_labels_to_int64(labels_of(test_ds)),
-        num_classes=spec.num_classes,
-        mean=spec.mean,
-        std=spec.std,
+    try:
+        dataset = Dataset(
+            name=name,
+            train_x=_images_to_nchw_float(train_ds.data, spec.layout),
+            train_y=_labels_to_int64(labels_of(train_ds)),
+            test_x=_images_to_nchw_float(test_ds.data, spec.layout),
+            test_y=_labels_to_int64(labels_of(test_ds)),
+            num_classes=spec.num_classes,
+            mean=spec.mean,
+            std=spec.std,
+        )
+    except Exception as exc:
+        raise _corrupt(name, root, exc) from None
+    for x, y in ((dataset.train_x, dataset.train_y), (dataset.test_x, dataset.test_y)):
+        channels = len(spec.mean)
+        if x.ndim != 4 or x.shape[1] != channels or len(x) != len(y) or len(x) == 0 or y.ndim != 1:
+            raise _corrupt(name, root, ValueError(f"images of shape {tuple(x.shape)} with labels of shape {tuple(y.shape)}"))
+        if int(y.min()) < 0 or int(y.max()) >= spec.num_classes:
+            raise _corrupt(name, root, ValueError(f"labels outside 0..{spec.num_classes - 1}"))
+    return dataset
+
+
+def _corrupt(name: str, root: Path, exc: BaseException) -> RobenchError:
+    reason = one_line(exc)
+    reason = reason if len(reason) <= 160 else reason[:157] + "..."
+    return RobenchError(
+        f"could not read dataset {name!r} under {root}: its files are corrupt or not torchvision's "
+        f"({type(exc).__name__}: {reason}); delete them and pass --download, or point --data-dir elsewhere"
     )

@@ -11,6 +11,7 @@ import torch
 
 from robench.data.dataset import Dataset, channel_stats, one_line
 from robench.errors import RobenchError
+from robench.meta import MAX_CLASSES, MAX_DIM, MAX_PIXELS
 
 # Two naming conventions are common in the wild (Keras-style and the
 # "*_images/*_labels" one); order within a tuple: train x, train y, test x, test y.
@@ -84,6 +85,12 @@ def _images_to_tensor(arr: np.ndarray, key: str) -> torch.Tensor:
         )
     if shape[0] == 0:
         raise RobenchError(f"'{key}' holds no images")
+    image = (1, *shape[1:]) if layout == "NHW" else shape[1:] if layout == "NCHW" else (shape[3], shape[1], shape[2])
+    if max(image) > MAX_DIM or int(np.prod(image)) > MAX_PIXELS:
+        raise RobenchError(
+            f"'{key}' has images of shape {tuple(image)} (as C, H, W); robench takes sides up to "
+            f"{MAX_DIM} and at most {MAX_PIXELS} values per image"
+        )
 
     if arr.dtype == np.uint8:
         scale = 255.0
@@ -122,6 +129,11 @@ def _labels_to_tensor(arr: np.ndarray, key: str) -> torch.Tensor:
         raise RobenchError(f"'{key}' has dtype {arr.dtype}; labels must be integers")
     if arr.size and int(arr.min()) < 0:
         raise RobenchError(f"'{key}' contains negative labels; classes must be numbered from 0")
+    if arr.size and int(arr.max()) >= MAX_CLASSES:
+        raise RobenchError(
+            f"'{key}' contains label {int(arr.max())}; labels are class indices 0..{MAX_CLASSES - 1} "
+            f"(number the classes from 0 without gaps)"
+        )
     return torch.from_numpy(arr.astype(np.int64))
 
 
@@ -154,6 +166,8 @@ def load_npz(path_text: str) -> Dataset:
     # Taken over both splits so that a class present only in the test split still
     # gets an output logit.
     num_classes = int(max(train_y.max(), test_y.max())) + 1
+    if num_classes < 2:
+        raise RobenchError(f"npz file {path} has labels of one class only (0); a classifier needs at least 2 classes")
     return Dataset(
         name=f"npz:{path}",
         train_x=train_x,

@@ -1,8 +1,9 @@
 """`robench decompose`: low-rank decomposition of a trained checkpoint's conv layers (Zhao's thesis,
 chapter 2), written as a new checkpoint that trains, attacks and reports like any other.
 
-Pipeline (`decompose_checkpoint`): pick the layers (all plain convs but `--skip`, first and last by
-default), then go through them in forward order. For each layer, sample `--samples` output points
+Pipeline (`decompose_model`, on any `nn.Module` of plain convs; `decompose_checkpoint` runs it on
+a workspace checkpoint and saves the result): pick the layers (all plain convs but `--skip`, first
+and last by default), then go through them in forward order. For each layer, sample `--samples` output points
 (image, position) from the training data, the responses Y of the original network and the
 responses Y_hat of the same original filters applied to the input the already-approximated network
 feeds this layer (asymmetric, eq. 2.10), fit M = P Q^T (l1: Algorithm 1, l2: NL2A) or decompose the
@@ -23,19 +24,15 @@ import copy
 import hashlib
 import json
 import math
-import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from robench.checkpoint import build_defended, load_checkpoint, load_state
-from robench.data import load_dataset, subset
 from robench.decompose import kernel
 from robench.decompose.flops import conv_flops, count_parameters, lowrank_flops, module_flops, prefix_flops
 from robench.decompose.l1 import LowRankMap, fit_l1
@@ -44,30 +41,56 @@ from robench.decompose.speed import speed_report
 from robench.defenses.base import Preprocessed
 from robench.errors import RobenchError, unknown_name
 from robench.layers.decomposed import LowRankConv2d, conv_layers, replace_module, structure_entry
-from robench.metrics import accuracy_over_runs, versions
+from robench.metrics import accuracy_over_runs
 from robench.parsing import parse_number
-from robench.workspace import Workspace, append_csv, atomic_save_tensors
+from robench.registry import Registry
 
-__all__ = ["METHODS", "DecomposeConfig", "DecomposeResult", "decompose_checkpoint", "decompose_run", "parse_ranks"]
+__all__ = [
+    "LAYER_COLUMNS", "METHODS", "MODEL_COLUMNS", "DecomposeConfig", "DecomposeResult", "DecomposedModel", "Method",
+    "decompose_checkpoint", "decompose_model", "decompose_run", "decompositions_dir", "lowrank_module", "parse_ranks",
+    "plan_layers",
+]
 
-METHODS: dict[str, str] = {
-    "l1": "L1-norm low-rank approximation of responses by ADM (thesis Algorithm 1)",
-    "l2": "NL2A: Zhang et al.'s asymmetric L2 reduced-rank approximation (--nonlinear for the ReLU version)",
-    "tucker2": "Tucker-2 of the kernel (Kim et al.): 1x1 - kxk - 1x1, data-free",
-    "cp": "CP of the kernel (Lebedev et al.): 1x1 - kx1 - 1xk - 1x1, data-free",
-}
-LAYER_COLUMNS = [
-    "checkpoint", "source", "method", "layer", "path", "in_channels", "out_channels", "kernel", "rank",
-    "flops_before", "flops_after", "flops_ratio", "linear_error", "nonlinear_error", "samples",
-    "iterations", "solve_error", "seconds", "timestamp",
-]
-MODEL_COLUMNS = [
-    "checkpoint", "source", "dataset", "arch", "method", "rank", "skip", "nonlinear", "two_step",
-    "samples", "params_before", "params_after", "flops_before", "flops_after", "flops_ratio",
-    "clean_acc_before", "clean_acc_after", "latency_ms_original", "latency_ms_decomposed", "speedup",
-    "throughput_original", "throughput_decomposed", "throughput_speedup", "threads", "seconds",
-    "timestamp",
-]
+
+@dataclass(frozen=True)
+class Method:
+    """How a decomposition method replaces one conv. A data-free one decomposes the kernel:
+    `kernel(conv, fraction, config)` -> (replacement module, rank text). A response fit solves
+    M = P Q^T from sampled responses: `fit(Y, Y_hat, rank, config, callback(iteration, error))` ->
+    LowRankMap, in at most `steps(config)` iterations (for the progress bar)."""
+
+    kernel: Callable[[nn.Conv2d, float, DecomposeConfig], tuple[nn.Module, str]] | None = None
+    fit: Callable[..., LowRankMap] | None = None
+    steps: Callable[[DecomposeConfig], int] = lambda config: 1
+
+
+def _rank(fraction: float, channels: int) -> int:
+    return max(1, round(fraction * channels))
+
+
+def _tucker2(conv: nn.Conv2d, fraction: float, config: DecomposeConfig) -> tuple[nn.Module, str]:
+    rank_in, rank_out = _rank(fraction, conv.in_channels), _rank(fraction, conv.out_channels)
+    return kernel.tucker2(conv, rank_in, rank_out, seed=config.seed), f"{rank_in},{rank_out}"
+
+
+def _cp(conv: nn.Conv2d, fraction: float, config: DecomposeConfig) -> tuple[nn.Module, str]:
+    rank = _rank(fraction, conv.out_channels)
+    return kernel.cp(conv, rank, seed=config.seed), str(rank)
+
+
+def _l1(y: torch.Tensor, yhat: torch.Tensor, rank: int, config: DecomposeConfig, tick: Callable[[int, float], None]) -> LowRankMap:
+    return fit_l1(y, yhat, rank, lam=config.lam, tol=config.tol, max_iter=config.max_iter, callback=tick)
+
+
+def _l2(y: torch.Tensor, yhat: torch.Tensor, rank: int, config: DecomposeConfig, tick: Callable[[int, float], None]) -> LowRankMap:
+    return fit_l2(y, yhat, rank, nonlinear=config.nonlinear, callback=tick)
+
+
+METHODS: Registry[Method] = Registry("decomposition method")
+METHODS.add("l1", Method(fit=_l1, steps=lambda config: config.max_iter), "L1-norm low-rank approximation of responses by ADM (thesis Algorithm 1)")
+METHODS.add("l2", Method(fit=_l2, steps=lambda config: 50 if config.nonlinear else 1), "NL2A: Zhang et al.'s asymmetric L2 reduced-rank approximation (--nonlinear for the ReLU version)")
+METHODS.add("tucker2", Method(kernel=_tucker2), "Tucker-2 of the kernel (Kim et al.): 1x1 - kxk - 1x1, data-free")
+METHODS.add("cp", Method(kernel=_cp), "CP of the kernel (Lebedev et al.): 1x1 - kx1 - 1xk - 1x1, data-free")
 
 
 @dataclass
@@ -89,8 +112,8 @@ class DecomposeConfig:
     batch_size: int = 128
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise unknown_name("decomposition method", self.method, METHODS)
+        if self.method not in METHODS:  # exactly: the name goes into config_hash and checkpoint names
+            raise unknown_name(METHODS.kind, self.method, METHODS)
         if self.samples < 1:
             raise RobenchError(f"--samples must be >= 1, got {self.samples}")
         if self.nonlinear and self.method != "l2":
@@ -108,6 +131,11 @@ class DecomposeConfig:
         if self.batch_size < 1:
             raise RobenchError(f"--batch-size must be >= 1, got {self.batch_size}")
 
+    @property
+    def label(self) -> str:
+        """The method as the CSV rows name it: l1, l2, l2-nonlinear, tucker2, cp."""
+        return self.method + ("-nonlinear" if self.nonlinear else "")
+
     def config_hash(self, source: str) -> str:
         blob = json.dumps({"source": source, **asdict(self)}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -119,12 +147,16 @@ class DecomposeConfig:
 
 
 @dataclass
-class DecomposeResult:
-    name: str
-    meta: dict[str, Any]
-    layers: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    skipped: bool = False
+class DecomposedModel:
+    """What `decompose_model` returns: the decomposed copy, one row per decomposed layer (the
+    columns of layers.csv but checkpoint, source and timestamp), the layer structure (meta.json's
+    "decomposition": path -> entry), and whole-model numbers (parameters, FLOPs, accuracy, speed)."""
+
+    model: nn.Module
+    layers: list[dict[str, Any]]
+    structure: dict[str, dict[str, Any]]
+    summary: dict[str, Any]
+    clean_acc_std: float = 0.0
 
 
 def _fraction(text: str, where: str) -> float:
@@ -309,49 +341,12 @@ def _finetune(model: nn.Module, loss_fn, train_x: torch.Tensor, train_y: torch.T
     model.eval()
 
 
-def decompositions_dir(workspace: Workspace) -> Path:
-    """Outside results/, whose every CSV `robench report` reads as attack rows."""
-    return workspace.root / "decompositions"
-
-
-def decompose_checkpoint(
-    workspace: Workspace,
-    source: str,
-    config: DecomposeConfig,
-    name: str | None = None,
-    data_dir: str | Path | None = None,
-    download: bool = False,
-    console: Console | None = None,
-    overwrite: bool = False,
-    test_size: int | None = None,
-    measure_speed: bool = True,
-    speed_repeats: int = 20,
-) -> DecomposeResult:
-    console = console or Console(stderr=True)
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    source_meta = workspace.read_meta(source)
-    if source_meta.get("decomposition"):
-        raise RobenchError(f"checkpoint {source!r} is already decomposed; decompose its source {source_meta.get('decompose', {}).get('source', '?')!r} instead")
-    name = name or config.default_name(source)
-    if name == source:
-        raise RobenchError(f"--name {name!r} is the source checkpoint; pick another name")
-    run_dir = workspace.checkpoint_dir(name)
-    config_hash = config.config_hash(source)
-    if (run_dir / "meta.json").is_file():
-        existing = workspace.read_meta(name)
-        if existing.get("config_hash") == config_hash and existing.get("status") == "complete" and not overwrite:
-            return DecomposeResult(name, existing, summary=existing.get("decompose", {}), skipped=True)
-        if not overwrite:
-            raise RobenchError(f"checkpoint {name!r} already exists; pick another --name or pass --overwrite to replace it")
-
-    loaded = load_checkpoint(workspace, source)
-    original = loaded.model.eval()
-    for parameter in original.parameters():
-        parameter.requires_grad_(False)
-    convs = conv_layers(_inner(original))
+def plan_layers(inner: nn.Module, config: DecomposeConfig) -> list[tuple[str, str, nn.Conv2d, float]]:
+    """(name, path, conv, fraction of filters kept) of each conv to decompose, in forward order:
+    every plain conv (conv1, conv2, ...) but --skip's, at --rank's fraction."""
+    convs = conv_layers(inner)
     if not convs:
-        raise RobenchError(f"checkpoint {source!r} has no plain conv layers to decompose (defense {source_meta.get('defense')!r} may have factorized them); decompose an undefended checkpoint")
+        raise RobenchError("the model has no plain conv layers (nn.Conv2d) to decompose")
     names = [short for short, _, _ in convs]
     default, per_layer = parse_ranks(config.rank, names)
     skipped = _skipped(config.skip, names)
@@ -370,168 +365,195 @@ def decompose_checkpoint(
         plan.append((short, path, conv, fraction))
     if not plan:
         raise RobenchError(f"no conv layer left to decompose ({len(convs)} convs, --skip {config.skip!r}); lower --skip or name layers in --rank")
+    return plan
 
-    dataset = load_dataset(source_meta["dataset"], data_dir, download)
-    if [dataset.in_channels, *dataset.image_size] != list(source_meta["input_shape"]):
-        raise RobenchError(f"dataset {dataset.name!r} images are {dataset.in_channels}x{dataset.image_size}, but {source!r} was trained on {source_meta['input_shape']}")
-    example = dataset.test_x[:1]
+
+def _output_shapes(model: nn.Module, paths: list[str], example: torch.Tensor) -> dict[str, tuple[int, int]]:
+    """(height, width) of each conv's output when `model` runs on `example`."""
     shapes: dict[str, tuple[int, int]] = {}
-    hooks = [conv.register_forward_hook(lambda mod, inp, out, p=path: shapes.__setitem__(p, tuple(out.shape[-2:]))) for _, path, conv in convs]
-    with torch.no_grad():
-        original(example)
-    for handle in hooks:
-        handle.remove()
+    inner = _inner(model)
+    hooks = [inner.get_submodule(path).register_forward_hook(lambda mod, inp, out, p=path: shapes.__setitem__(p, tuple(out.shape[-2:]))) for path in paths]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return shapes
 
-    approx = copy.deepcopy(original)
-    for parameter in approx.parameters():
-        parameter.requires_grad_(True)
-    generator = torch.Generator().manual_seed(config.seed)
-    structure: dict[str, dict[str, Any]] = {}
-    layer_rows: list[dict[str, Any]] = []
-    timestamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console, transient=False)
-    with progress:
-        layers_task = progress.add_task(f"decompose {source} ({config.method})", total=len(plan), status="")
-        step_task = progress.add_task("  sampling", total=1, status="")
-        for short, path, conv, fraction in plan:
-            n = conv.out_channels
-            # The layer as the approximated network has it: the original, or after --two-step's
-            # fine-tuning its own weights and batch-norm statistics, which the pair must feed.
-            current = _inner(approx).get_submodule(path)
-            current_affine = _following_affine(_inner(approx), path, n)
-            if config.method == "tucker2":
-                rank_in, rank_out = max(1, round(fraction * conv.in_channels)), max(1, round(fraction * n))
-                progress.update(step_task, description=f"  {short} tucker2", total=1, completed=0, status="")
-                module = kernel.tucker2(current, rank_in, rank_out, seed=config.seed)
-                rank_text = f"{rank_in},{rank_out}"
-            elif config.method == "cp":
-                rank = max(1, round(fraction * n))
-                progress.update(step_task, description=f"  {short} cp", total=1, completed=0, status="")
-                module = kernel.cp(current, rank, seed=config.seed)
-                rank_text = str(rank)
-            else:
-                module = None
-                rank = max(1, round(fraction * n))
-                rank_text = str(rank)
-            affine = _following_affine(_inner(original), path, n)
-            positions = shapes[path][0] * shapes[path][1]
-            n_images = min(len(dataset.train_x), math.ceil(config.samples / positions))
-            progress.reset(step_task, total=n_images)
-            progress.update(step_task, description=f"  {short} sampling", status=f"{min(config.samples, n_images * positions)} points")
-            y, yhat = _collect(original, approx, path, conv, affine, module or current, current_affine, dataset.train_x,
-                               config.samples, shapes[path], generator, config.batch_size, lambda k: progress.update(step_task, advance=k))
-            iterations, solve_error, solve_seconds = 0, None, 0.0
-            if module is None:
-                iterations_total = config.max_iter if config.method == "l1" else (50 if config.nonlinear else 1)
-                progress.reset(step_task, total=iterations_total)
-                progress.update(step_task, description=f"  {short} {config.method} m={rank}", status="")
 
-                def tick(iteration: int, err: float) -> None:
-                    progress.update(step_task, completed=iteration, status=f"rel. error {err:.2e}")
+def _cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
 
-                try:
-                    if config.method == "l1":
-                        fit = fit_l1(y, yhat, rank, lam=config.lam, tol=config.tol, max_iter=config.max_iter, callback=tick)
-                    else:
-                        fit = fit_l2(y, yhat, rank, nonlinear=config.nonlinear, callback=tick)
-                except torch.linalg.LinAlgError as exc:
-                    raise RobenchError(f"{short}: the solve failed ({str(exc).splitlines()[0]}); try more --samples") from None
-                module = lowrank_module(current, fit, current_affine)
-                approx_responses = fit.apply(yhat)
-                iterations, solve_error, solve_seconds = fit.iterations, fit.rel_error, fit.seconds
-            else:
-                approx_responses = yhat
-            linear_error, nonlinear_error = _error_ratios(y, approx_responses)
-            del y, yhat, approx_responses
-            replace_module(_inner(approx), path, module)
-            structure[path] = structure_entry(module, config.method)
-            h, w = shapes[path]
-            k = conv.kernel_size
-            before = conv_flops(n, conv.in_channels, k, h, w)
-            after = prefix_flops(module_flops(_inner(approx), example), path) if not isinstance(module, LowRankConv2d) else lowrank_flops(n, conv.in_channels, k, module.rank, h, w)
-            layer_rows.append({
-                "checkpoint": name, "source": source, "method": config.method + ("-nonlinear" if config.nonlinear else ""),
-                "layer": short, "path": path, "in_channels": conv.in_channels, "out_channels": n, "kernel": f"{k[0]}x{k[1]}",
-                "rank": rank_text, "flops_before": before, "flops_after": after, "flops_ratio": round(after / before, 4),
-                "linear_error": round(linear_error, 5), "nonlinear_error": round(nonlinear_error, 5),
-                "samples": min(config.samples, n_images * positions), "iterations": iterations,
-                "solve_error": None if solve_error is None else float(f"{solve_error:.3g}"), "seconds": round(solve_seconds, 2),
-                "timestamp": timestamp,
-            })
-            if config.two_step:
-                progress.reset(step_task, total=config.two_step_batches)
-                progress.update(step_task, description=f"  {short} fine-tune", status="")
-                _finetune(approx, loaded.defense.loss, dataset.train_x, dataset.train_y, config.two_step_batches, config.two_step_lr,
-                          config.batch_size, generator, lambda k: progress.update(step_task, advance=k))
-            progress.update(layers_task, advance=1, status=f"{short}: error {linear_error:.3f}")
-        progress.update(step_task, visible=False)
 
-    for parameter in approx.parameters():
-        parameter.requires_grad_(True)
-    test_x, test_y = dataset.test_x, dataset.test_y
-    if test_size is not None:
-        if test_size < 1:
-            raise RobenchError(f"--test-size must be >= 1, got {test_size}")
-        test_x, test_y = subset(test_x, test_y, test_size, config.seed)
-    runs = int(source_meta.get("clean_acc_runs", 1)) if source_meta.get("stochastic") else 1
-    console.print("measuring accuracy, FLOPs" + (" and CPU speed" if measure_speed else ""))
+class _Bars:
+    """The two progress bars: layers done, and the current layer's step (sampling, solve, fine-tune)."""
+
+    def __init__(self, progress: Progress, label: str, layers: int) -> None:
+        self.progress = progress
+        self.layers = progress.add_task(label, total=layers, status="")
+        self.current = progress.add_task("  sampling", total=1, status="")
+
+    def step(self, description: str, total: int, status: str = "") -> None:
+        self.progress.reset(self.current, total=total)
+        self.progress.update(self.current, description=description, status=status)
+
+    def advance(self, k: int) -> None:
+        self.progress.update(self.current, advance=k)
+
+    def at(self, completed: int, status: str) -> None:
+        self.progress.update(self.current, completed=completed, status=status)
+
+    def layer_done(self, status: str) -> None:
+        self.progress.update(self.layers, advance=1, status=status)
+
+
+class _Decomposition:
+    """A decomposition in progress: the original network, its approximation, in which the layers
+    are replaced one by one in forward order, and what the layers share."""
+
+    def __init__(self, original: nn.Module, config: DecomposeConfig, plan: list[tuple[str, str, nn.Conv2d, float]],
+                 train_x: torch.Tensor, train_y: torch.Tensor, example: torch.Tensor, loss: Callable[..., torch.Tensor]) -> None:
+        self.original, self.config, self.train_x, self.train_y, self.example, self.loss = original, config, train_x, train_y, example, loss
+        self.method = METHODS[config.method]
+        self.shapes = _output_shapes(original, [path for _, path, _, _ in plan], example)
+        self.approx = copy.deepcopy(original).requires_grad_(True)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.structure: dict[str, dict[str, Any]] = {}
+
+    def layer(self, bars: _Bars, short: str, path: str, conv: nn.Conv2d, fraction: float) -> dict[str, Any]:
+        """Replace one conv of the approximation (then fine-tune with --two-step); its layers.csv row."""
+        n = conv.out_channels
+        # The layer as the approximated network has it: the original, or after --two-step's
+        # fine-tuning its own weights and batch-norm statistics, which the pair must feed.
+        current = _inner(self.approx).get_submodule(path)
+        current_affine = _following_affine(_inner(self.approx), path, n)
+        module, rank_text = None, str(_rank(fraction, n))
+        if self.method.kernel is not None:
+            bars.step(f"  {short} {self.config.method}", 1)
+            module, rank_text = self.method.kernel(current, fraction, self.config)
+        y, yhat, samples = self._sample(bars, short, path, conv, module or current, current_affine)
+        solve: dict[str, Any] = {"iterations": 0, "solve_error": None, "seconds": 0.0}
+        if module is None:
+            fit = self._fit(bars, short, y, yhat, int(rank_text))
+            module, yhat = lowrank_module(current, fit, current_affine), fit.apply(yhat)
+            solve = {"iterations": fit.iterations, "solve_error": float(f"{fit.rel_error:.3g}"), "seconds": round(fit.seconds, 2)}
+        linear_error, nonlinear_error = _error_ratios(y, yhat)
+        del y, yhat
+        replace_module(_inner(self.approx), path, module)
+        self.structure[path] = structure_entry(module, self.config.method)
+        row = {**self._flops(short, path, conv, module), "rank": rank_text, "linear_error": round(linear_error, 5),
+               "nonlinear_error": round(nonlinear_error, 5), "samples": samples, **solve}
+        if self.config.two_step:
+            bars.step(f"  {short} fine-tune", self.config.two_step_batches)
+            _finetune(self.approx, self.loss, self.train_x, self.train_y, self.config.two_step_batches, self.config.two_step_lr,
+                      self.config.batch_size, self.generator, bars.advance)
+        bars.layer_done(f"{short}: error {linear_error:.3f}")
+        return row
+
+    def _sample(self, bars: _Bars, short: str, path: str, conv: nn.Conv2d, layer: nn.Module,
+                layer_affine: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Y and Y_hat (see `_collect`) at --samples points, and how many points there are."""
+        h, w = self.shapes[path]
+        n_images = min(len(self.train_x), math.ceil(self.config.samples / (h * w)))
+        samples = min(self.config.samples, n_images * h * w)
+        bars.step(f"  {short} sampling", n_images, f"{samples} points")
+        affine = _following_affine(_inner(self.original), path, conv.out_channels)
+        y, yhat = _collect(self.original, self.approx, path, conv, affine, layer, layer_affine, self.train_x,
+                           self.config.samples, (h, w), self.generator, self.config.batch_size, bars.advance)
+        return y, yhat, samples
+
+    def _fit(self, bars: _Bars, short: str, y: torch.Tensor, yhat: torch.Tensor, rank: int) -> LowRankMap:
+        bars.step(f"  {short} {self.config.method} m={rank}", self.method.steps(self.config))
+        try:
+            return self.method.fit(y, yhat, rank, self.config, lambda iteration, err: bars.at(iteration, f"rel. error {err:.2e}"))
+        except torch.linalg.LinAlgError as exc:
+            raise RobenchError(f"{short}: the solve failed ({str(exc).splitlines()[0]}); try more --samples") from None
+
+    def _flops(self, short: str, path: str, conv: nn.Conv2d, module: nn.Module) -> dict[str, Any]:
+        """The row's layer shape and FLOPs (eq. 2.4 before, eq. 2.7 or counted after)."""
+        (h, w), k, n = self.shapes[path], conv.kernel_size, conv.out_channels
+        before = conv_flops(n, conv.in_channels, k, h, w)
+        if isinstance(module, LowRankConv2d):
+            after = lowrank_flops(n, conv.in_channels, k, module.rank, h, w)
+        else:
+            after = prefix_flops(module_flops(_inner(self.approx), self.example), path)
+        return {"method": self.config.label, "layer": short, "path": path, "in_channels": conv.in_channels, "out_channels": n,
+                "kernel": f"{k[0]}x{k[1]}", "flops_before": before, "flops_after": after, "flops_ratio": round(after / before, 4)}
+
+
+def _accuracies(original: nn.Module, approx: nn.Module, test_x: torch.Tensor | None, test_y: torch.Tensor | None,
+                runs: int) -> tuple[dict[str, Any], float]:
+    """Clean accuracy of both models (mean over `runs` passes) and the decomposed one's std."""
+    if test_x is None or test_y is None:
+        return {}, 0.0
     acc_before, _ = accuracy_over_runs(original, test_x, test_y, runs)
     acc_after, acc_std = accuracy_over_runs(approx, test_x, test_y, runs)
+    return {"clean_acc_before": acc_before, "clean_acc_after": acc_after, "test_size": len(test_y)}, acc_std
+
+
+def _measure(original: nn.Module, approx: nn.Module, config: DecomposeConfig, example: torch.Tensor,
+             accuracies: dict[str, Any], measure_speed: bool, speed_repeats: int) -> dict[str, Any]:
+    """The whole-model summary: settings, parameters, FLOPs, `accuracies` and CPU speed."""
     flops_before, flops_after = sum(module_flops(original, example).values()), sum(module_flops(approx, example).values())
     summary: dict[str, Any] = {
-        "source": source, "dataset": dataset.name, "arch": source_meta["arch"],
-        "method": config.method + ("-nonlinear" if config.nonlinear else ""), "rank": config.rank, "skip": config.skip,
-        "nonlinear": config.nonlinear, "two_step": config.two_step, "samples": config.samples,
+        "method": config.label, "rank": config.rank, "skip": config.skip, "nonlinear": config.nonlinear,
+        "two_step": config.two_step, "samples": config.samples,
         "params_before": count_parameters(original), "params_after": count_parameters(approx),
-        "flops_before": flops_before, "flops_after": flops_after, "flops_ratio": round(flops_after / flops_before, 4),
-        "clean_acc_before": acc_before, "clean_acc_after": acc_after, "test_size": len(test_y),
+        "flops_before": flops_before, "flops_after": flops_after, "flops_ratio": round(flops_after / flops_before, 4), **accuracies,
     }
     if measure_speed:
-        speed = speed_report(original, approx, source_meta["input_shape"], repeats=speed_repeats)
+        speed = speed_report(original, approx, list(example.shape[1:]), repeats=speed_repeats)
         summary.update({k: round(v, 4) for k, v in speed.items()})
         summary["threads"] = torch.get_num_threads()
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-
-    meta = {k: v for k, v in copy.deepcopy(source_meta).items() if k not in {"optimizer_scalars", "format"}}
-    meta.update({
-        "name": name, "status": "complete", "decomposition": structure,
-        "decompose": {**summary, "config": asdict(config), "layers": [{k: r[k] for k in ("layer", "path", "rank", "flops_ratio", "linear_error", "nonlinear_error")} for r in layer_rows]},
-        "config_hash": config_hash, "history": [], "clean_acc": acc_after, "clean_acc_std": acc_std, "clean_acc_runs": runs,
-        "versions": versions(), "created": timestamp, "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
-    # The saved state must rebuild from meta.json alone; check before anything is written.
-    rebuilt, _ = build_defended(meta)
-    load_state(rebuilt, approx.state_dict(), f"decomposed {name}")
-    atomic_save_tensors(run_dir / "model.safetensors", approx.state_dict())
-    stale = run_dir / "train_state.safetensors"
-    if stale.exists():
-        stale.unlink()
-    workspace.write_meta(name, meta)
-    out_dir = decompositions_dir(workspace)
-    append_csv(out_dir / "layers.csv", LAYER_COLUMNS, layer_rows)
-    append_csv(out_dir / "models.csv", MODEL_COLUMNS, [{"checkpoint": name, **summary, "timestamp": timestamp}])
-    return DecomposeResult(name, meta, layer_rows, summary)
+    return summary
 
 
-def decompose_run(settings: dict[str, Any], workspace: Workspace, name: str, data_dir: str | Path | None = None,
-                  download: bool = False, console: Console | None = None, overwrite: bool = False) -> DecomposeResult:
-    """A benchmarks.toml run whose checkpoint comes from decomposing an earlier run's:
-    `decompose = { from = "RUN", method = "l1", rank = 0.5, ... }` (keys as DecomposeConfig's,
-    plus `from`, `test_size` and `speed`)."""
-    known = {f.name: f.type for f in DecomposeConfig.__dataclass_fields__.values()}
-    extra = {"from", "test_size", "speed"}
-    unknown = sorted(set(settings) - set(known) - extra)
-    if unknown:
-        raise unknown_name(f"key of run {name!r}'s decompose table", unknown[0], [*known, *extra])
-    if "from" not in settings:
-        raise RobenchError(f"run {name!r}: the decompose table needs from = \"CHECKPOINT\" (an earlier run's name)")
-    values = {k: v for k, v in settings.items() if k in known}
-    if "rank" in values:
-        values["rank"] = str(values["rank"])
-    try:
-        config = DecomposeConfig(**values)
-    except TypeError as exc:
-        raise RobenchError(f"run {name!r}: bad decompose table ({exc})") from None
-    return decompose_checkpoint(workspace, str(settings["from"]), config, name=name, data_dir=data_dir, download=download,
-                                console=console, overwrite=overwrite, test_size=settings.get("test_size"),
-                                measure_speed=bool(settings.get("speed", True)))
+def decompose_model(
+    model: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    config: DecomposeConfig,
+    *,
+    test_x: torch.Tensor | None = None,
+    test_y: torch.Tensor | None = None,
+    loss: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    runs: int = 1,
+    measure_speed: bool = False,
+    speed_repeats: int = 20,
+    console: Console | None = None,
+    label: str = "decompose",
+) -> DecomposedModel:
+    """Decompose the plain convs of `model` (any network taking [0, 1] images; a defense's
+    preprocessing wrapper is looked through) as `config` says, into a new model; `model` itself is
+    only put in eval mode. `train_x`, `train_y` give the sampled responses and --two-step's
+    fine-tuning (with `loss(model, x, y)`, cross-entropy by default); with test data the summary
+    has both models' clean accuracy, averaged over `runs` passes. Runs on the CPU. Sampling and
+    fine-tuning are seeded by `config.seed`; seed torch's global RNG too if the model or loss draws
+    from it.
+
+        result = decompose_model(net, train_x, train_y, DecomposeConfig(method="l1", rank="0.5"),
+                                 test_x=test_x, test_y=test_y)
+        result.model, result.layers, result.summary["flops_ratio"]
+    """
+    console = console or Console(stderr=True)
+    original = model.eval()
+    plan = plan_layers(_inner(original), config)
+    example = (train_x if test_x is None else test_x)[:1]
+    run = _Decomposition(original, config, plan, train_x, train_y, example, loss or _cross_entropy)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bars = _Bars(progress, label, len(plan))
+        layers = [run.layer(bars, *entry) for entry in plan]
+        progress.update(bars.current, visible=False)
+    approx = run.approx.requires_grad_(True)
+    console.print(("measuring accuracy, FLOPs" if test_x is not None else "measuring FLOPs") + (" and CPU speed" if measure_speed else ""))
+    accuracies, acc_std = _accuracies(original, approx, test_x, test_y, runs)
+    summary = _measure(original, approx, config, example, accuracies, measure_speed, speed_repeats)
+    return DecomposedModel(approx, layers, run.structure, summary, acc_std)
+
+
+# The workspace side: a checkpoint in, a checkpoint and CSV rows out.
+from robench.decompose.checkpoint import (  # noqa: E402
+    LAYER_COLUMNS, MODEL_COLUMNS, DecomposeResult, decompose_checkpoint, decompose_run, decompositions_dir,
+)
