@@ -191,9 +191,11 @@ def resolve_suite(path: Path, name: str, _seen: tuple[str, ...] = ()) -> Suite:
         runs.append(BenchRun(run["name"], settings, _bounds(run.get("expect", {}), where)))
     if not runs:
         raise RobenchError(f"{path}: suite.{name} has no runs ([[suite.{name}.run]] tables or include)")
-    trained: dict[str, dict[str, Any]] = {}
+    trained: dict[str, Any] = {}
     for bench_run in runs:
-        recipe = {k: v for k, v in bench_run.settings.items() if k in TRAIN_KEYS or k == "decompose"}
+        # Same name, same checkpoint: the effective settings (defaults filled in) must agree.
+        s = bench_run.settings
+        recipe = s["decompose"] if "decompose" in s else _train_config(s).config_hash()
         if trained.setdefault(bench_run.name, recipe) != recipe:
             raise RobenchError(f"{path}: suite.{name}: two runs named {bench_run.name!r} train different checkpoints; give each its own name")
     return Suite(name, table.get("description", ""), runs)

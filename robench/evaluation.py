@@ -28,10 +28,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from robench.attacks import TARGET_MODES, AttackSettings, AttackSpec
+from robench.attacks.straight_through import StraightThrough
 from robench.attacks.threats import THREATS, attacker_view
 from robench import verdict
 from robench.cells import Block, Cells, block_seed
-from robench.probes import MOST, Probes, probe
+from robench.probes import Probes, probe
 from robench.checkpoint import LoadedCheckpoint, load_checkpoint
 from robench.defenses.base import DefenseStack
 from robench.data import load_dataset, subset
@@ -221,12 +222,19 @@ def run_attacks(
     view_by_eot = {False: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, False, crafting.stochastic_by)}
     # Masking is measured on what the attacks differentiate (BPDA and EOT included), before any attack.
     probes = probe(view_by_eot[False].model, x_all[: plan.batch_size].to(device), y_all[: plan.batch_size].to(device))
-    added = verdict.additions(plan.suite, crafting.stochastic, probes.masked_gradients or probes.saturated_outputs) if plan.verdict else []
+    straight = probes.masked_gradients and plan.bpda is not False and _straight_through_helps(view_by_eot[False].model, x_all, y_all, plan, device)
+    masked = (probes.masked_gradients and not straight) or probes.saturated_outputs
+    added = verdict.additions(plan.suite, crafting.stochastic, masked) if plan.verdict else []
     suite = [*plan.suite, *(a.spec for a in added)]
     for own in {s.own_eot for s in suite} - {False}:
         view_by_eot[own] = attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own, crafting.stochastic_by)
+    if straight:
+        for own, view in view_by_eot.items():
+            view_by_eot[own] = replace(view, model=StraightThrough(view.model).eval(), bpda=True)
     views = {spec.name: view_by_eot[spec.own_eot] for spec in suite}
     notes = [n for own in {s.own_eot for s in suite} for n in view_by_eot[own].notes] + [f"verdict adds {a.spec.name}: {a.why}" for a in added]
+    if straight:
+        notes.insert(0, f"input gradients vanish on {probes.zero_gradients:.0%} of probed examples; round/floor/ceil/sign inside the model are crossed straight-through (BPDA; --no-bpda turns this off)")
     for note in dict.fromkeys(notes):
         console.print(f"[cyan]note:[/] {note}")
 
@@ -274,10 +282,16 @@ def run_attacks(
     if any(job.row is None for job in jobs):
         return None
     rows = [job.row for job in jobs]
-    summary = _worst_case_rows(plan, views, [j for j in jobs if not j.added], common) + _verdict_rows(plan, views, jobs, common, crafting.stochastic)
+    summary = _worst_case_rows(plan, views, [j for j in jobs if not j.added], common) + _verdict_rows(plan, views, jobs, common, crafting.stochastic, masked)
     if on_row is not None and summary:
         cells.publish_once(cells.key("worst-case", {**subset_key, "cells": [job.cell for job in jobs]}), lambda: [on_row(r) for r in summary])
     return rows + summary
+
+
+def _straight_through_helps(view: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, plan: AttackRun, device: torch.device) -> bool:
+    """Do gradients flow once piecewise-constant operations are crossed straight-through?"""
+    crossed = probe(StraightThrough(view).eval(), x_all[: plan.batch_size].to(device), y_all[: plan.batch_size].to(device))
+    return not crossed.masked_gradients
 
 
 def _check_convergence(job: _Job, plan: AttackRun, view: Any, target: Target, x_all: torch.Tensor, y_all: torch.Tensor, runs: int,
@@ -301,7 +315,7 @@ def _check_convergence(job: _Job, plan: AttackRun, view: Any, target: Target, x_
                    forward_passes=job.row["forward_passes"] + block.forward_passes, backward_passes=job.row["backward_passes"] + block.backward_passes)
 
 
-def _verdict_rows(plan: AttackRun, views: dict[str, Any], jobs: list[_Job], common: dict[str, Any], stochastic: bool) -> list[dict[str, Any]]:
+def _verdict_rows(plan: AttackRun, views: dict[str, Any], jobs: list[_Job], common: dict[str, Any], stochastic: bool, masked: bool) -> list[dict[str, Any]]:
     """Per eps: robust only if every bounded attack run there failed (suite and additions),
     naming the attack with the lowest accuracy; weak when no reliable attack ran."""
     rows = []
@@ -312,7 +326,6 @@ def _verdict_rows(plan: AttackRun, views: dict[str, Any], jobs: list[_Job], comm
         acc = torch.stack([job.robust for job in at_eps]).all(0).double().mean().item()
         set_by = min(at_eps, key=lambda job: job.row["robust_acc"])
         names = {job.spec.name for job in at_eps}
-        masked = common["zero_gradients"] > MOST or common["saturated"] > MOST
         weak = not verdict.reliable(names, stochastic) or (masked and "square" not in names)
         rows.append(ResultRow.checked({
             **common, "attack": verdict.VERDICT, "norm": "/".join(sorted({j.row["norm"] for j in at_eps})), "eps": eps,

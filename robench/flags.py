@@ -38,6 +38,12 @@ BPDA_STRONGER = "bpda-much-stronger"
 RESTARTS_LOWER = "restarts-lower-accuracy"
 TRAIN_MODE_LEFT = "train-mode-left"
 GRADIENT_FREE_STRONGER = "gradient-free-much-stronger"
+UNDECLARED_RANDOMNESS = "undeclared-randomness"
+ZERO_GRADIENTS = "zero-gradients"
+SATURATED_LOGITS = "saturated-logits"
+NOT_CONVERGED = "not-converged"
+# A probe fires when more than this share of the probed examples shows it (robench.probes.MOST).
+PROBE_SHARE = 0.5
 
 # Insertion order is the order flags are reported in.
 FLAG_DOCS: dict[str, str] = {
@@ -49,6 +55,10 @@ FLAG_DOCS: dict[str, str] = {
     BPDA_STRONGER: "straight-through gradients (BPDA) lower accuracy by more than 10 points",
     RESTARTS_LOWER: "random restarts lower accuracy by more than 5 points",
     TRAIN_MODE_LEFT: "an attack left a module in train mode",
+    UNDECLARED_RANDOMNESS: "two forward passes on the same batch differed though the defense declares no randomness (evaluated with runs and EOT)",
+    ZERO_GRADIENTS: "the input gradient of the loss vanishes on most examples: gradient attacks cannot move them",
+    SATURATED_LOGITS: "the softmax is one-hot to float64 precision on most examples, or the outputs are already probabilities",
+    NOT_CONVERGED: "5x the steps and 5 restarts lower this attack's accuracy by more than 2 points plus noise",
 }
 
 SEVERITY: dict[str, str] = {
@@ -57,6 +67,11 @@ SEVERITY: dict[str, str] = {
     TRANSFER_STRONGER: "high",
     GRADIENT_FREE_STRONGER: "high",
     NO_COLLAPSE: "high",
+    NOT_CONVERGED: "high",
+    ZERO_GRADIENTS: "high",
+    SATURATED_LOGITS: "high",
+    # Randomness found by robench is handled (runs, EOT); the flag says the declaration is wrong.
+    UNDECLARED_RANDOMNESS: "medium",
     # Here the stronger row already exists; what is wrong is the weaker number if it gets quoted.
     EOT_STRONGER: "medium",
     BPDA_STRONGER: "medium",
@@ -137,9 +152,31 @@ def compute_flags(df: pd.DataFrame) -> list[Flag]:
             found += _bpda_stronger(measured)
         if "restarts" in columns:
             found += _restarts_lower(measured)
+    found += _probed(df)
     if "train_mode_left" in columns:
         found += [(TRAIN_MODE_LEFT, r.checkpoint, f"{r.checkpoint}: {_describe(r, show_acc=False)}") for r in rows if r.train_mode_left]
     return _collect(found)
+
+
+def _probed(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """The flags measured on the model itself (robench.probes, detected randomness) and the
+    convergence check, one line per checkpoint or per unconverged row."""
+    found = []
+    for ckpt, group in df.groupby(df["checkpoint"].map(_text)):
+        if "stochastic_by" in df.columns and (group["stochastic_by"].map(_text) == "detected").any():
+            found.append((UNDECLARED_RANDOMNESS, ckpt, f"{ckpt}: its defense ({_text(group['defense'].iloc[0]) if 'defense' in df.columns else '?'}) declares none"))
+        for column, flag_id, what in (("zero_gradients", ZERO_GRADIENTS, "zero input gradient"), ("saturated", SATURATED_LOGITS, "one-hot softmax")):
+            if column in df.columns:
+                share = max((_number(v) or 0.0 for v in group[column]), default=0.0)
+                if share > PROBE_SHARE:
+                    found.append((flag_id, ckpt, f"{ckpt}: {_pct(share)} of probed examples have a {what}"))
+        if {"converged", "converged_drop"} <= set(df.columns):
+            for _, row in group.iterrows():
+                if _text(row["converged"]).lower() == "false":
+                    eps = _number(row.get("eps"))
+                    where = f" {round(eps * 255)}/255" if eps is not None else ""
+                    found.append((NOT_CONVERGED, ckpt, f"{ckpt}: {_text(row['attack'])}{where} drops {_pct(_number(row['converged_drop']) or 0.0)} more with 5x steps and 5 restarts"))
+    return found
 
 
 def format_flags(flags: Iterable[Flag]) -> str:

@@ -10,7 +10,7 @@ from robench.cli.common import app, bench_app
 
 # Imported for their side effect: each registers its command(s) on `app` / `bench_app`.
 # The order is the order of `robench --help`.
-from robench.cli import train, attack, import_, report, decompose, list_, bench  # noqa: F401
+from robench.cli import train, attack, import_, report, decompose, list_, bench, plot  # noqa: F401
 
 
 def main() -> None:
