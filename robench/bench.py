@@ -113,7 +113,7 @@ def _bounds(expect: dict[str, Any], where: str) -> list[Bound]:
             raise RobenchError(f"{at}: name a metric as 'clean' or 'ATTACK@EPS', e.g. 'pgd@8/255'")
         attack, eps_text = metric.split("@", 1)
         try:
-            if attack != "worst-case":
+            if attack not in ("worst-case", "verdict"):
                 get_attack(attack)
             eps = parse_eps(eps_text)
         except RobenchError as exc:

@@ -76,6 +76,11 @@ class AttackRun:
         for name, value in (("--n", self.n), ("--runs", self.runs), ("--steps", self.steps), ("--eot", self.eot), ("--restarts", self.restarts), ("--batch-size", self.batch_size)):
             if value is not None and value < 1:
                 raise RobenchError(f"{name} must be >= 1, got {value}")
+        if not 0 <= self.seed < 2**63:
+            raise RobenchError(f"--seed must be in [0, 2^63), got {self.seed}")
+        for name, value, cap in (("--steps", self.steps, 10**6), ("--restarts", self.restarts, 10**4), ("--runs", self.runs, 10**4), ("--eot", self.eot, 10**4)):
+            if value is not None and value > cap:
+                raise RobenchError(f"{name} must be <= {cap:,}, got {value}")
         if self.step_size is not None and not 0 < self.step_size <= 1:
             raise RobenchError(f"--step-size must be in (0, 1], got {self.step_size}")
         if self.threat not in THREATS:
@@ -232,11 +237,6 @@ def run_attacks(
         for own, view in view_by_eot.items():
             view_by_eot[own] = replace(view, model=StraightThrough(view.model).eval(), bpda=True)
     views = {spec.name: view_by_eot[spec.own_eot] for spec in suite}
-    notes = [n for own in {s.own_eot for s in suite} for n in view_by_eot[own].notes] + [f"verdict adds {a.spec.name}: {a.why}" for a in added]
-    if straight:
-        notes.insert(0, f"input gradients vanish on {probes.zero_gradients:.0%} of probed examples; round/floor/ceil/sign inside the model are crossed straight-through (BPDA; --no-bpda turns this off)")
-    for note in dict.fromkeys(notes):
-        console.print(f"[cyan]note:[/] {note}")
 
     subset_key = {"target": target.info, "fingerprint": model_fingerprint(target.model), "examples": _examples_digest(x_all, y_all),
                   "seed": plan.seed, "block": plan.batch_size, "runs": runs}
@@ -246,6 +246,11 @@ def run_attacks(
     for job in jobs:
         job.cell = cells.key(f"{job.spec.name}-{eps_over_255(job.eps)}", {**subset_key, **job.key, "source": source and model_fingerprint(source.model),
                              "threat": plan.threat, "view": {"eot": views[job.spec.name].eot, "bpda": views[job.spec.name].bpda}})
+    notes = [n for own in {s.own_eot for s in suite} for n in view_by_eot[own].notes] + [f"verdict adds {a.spec.name}: {a.why}" for a in added]
+    if straight:
+        notes.insert(0, f"input gradients vanish on {probes.zero_gradients:.0%} of probed examples; round/floor/ceil/sign inside the model are crossed straight-through (BPDA; --no-bpda turns this off)")
+    for note in dict.fromkeys(notes):
+        console.print(f"[cyan]note:[/] {note}")
     _print_cost(console, jobs, plan, views, mine, len(y_all), target.info["num_classes"])
 
     name = target.info["checkpoint"]

@@ -163,7 +163,8 @@ def pivot(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
         clean = part.groupby("checkpoint", sort=False)["clean_acc"].mean().reindex(checkpoints) * 100
         part = part.assign(row=part.apply(row_label, axis=1), order=part["eps"].fillna(-1.0))
         # Attacks in the order they were run (the suite's order), budgets ascending within each.
-        attack_rank = {name: i for i, name in enumerate(dict.fromkeys(part["attack"]))}
+        # robench's verdict rows first: they are the number to quote; the suite's rows follow.
+        attack_rank = {name: i for i, name in enumerate(dict.fromkeys(part["attack"]))} | {"verdict": -1}
         part = part.assign(attack_rank=part["attack"].map(attack_rank))
         order = part.sort_values(["attack_rank", "order"], kind="stable")["row"].drop_duplicates().tolist()
         body = part.pivot_table(index="row", columns="checkpoint", values="robust_acc", aggfunc="last").reindex(index=order, columns=checkpoints) * 100
@@ -178,10 +179,23 @@ def pivot(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
     return tables
 
 
-def rich_tables(tables: dict[str, pd.DataFrame]) -> list[Table]:
+def verdict_notes(df: pd.DataFrame) -> dict[str, list[str]]:
+    """Per dataset, one line per verdict row: which attack set it, and whether it is weak."""
+    notes: dict[str, list[str]] = {}
+    for _, row in df[df["attack"] == "verdict"].iterrows():
+        set_by, weak = attack_option(row["attack_options"], "set_by"), attack_option(row["attack_options"], "weak")
+        text = f"{row['checkpoint']} verdict {eps_label(row['eps'])}: set by {set_by or '?'}"
+        if weak:
+            text += " (weak: no reliable attack ran; drop --no-verdict)"
+        notes.setdefault(str(row["dataset"]), []).append(text)
+    return notes
+
+
+def rich_tables(tables: dict[str, pd.DataFrame], notes: dict[str, list[str]] | None = None) -> list[Table]:
     rendered = []
     for dataset, frame in tables.items():
-        table = Table(title=f"{dataset}: accuracy (%) under attack, eps on the 0..255 scale", title_justify="left")
+        caption = "\n".join((notes or {}).get(dataset, [])) or None
+        table = Table(title=f"{dataset}: accuracy (%) under attack, eps on the 0..255 scale", title_justify="left", caption=caption, caption_justify="left")
         table.add_column("attack eps", style="cyan")
         for column in frame.columns:
             table.add_column(str(column), justify="right")

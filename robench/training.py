@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import json
 import time
 import warnings
@@ -86,12 +87,14 @@ class TrainConfig:
         number("--lr", self.lr)
         if self.lr <= 0:
             raise RobenchError(f"--lr must be > 0, got {self.lr}")
+        if self.lr > 1000:  # torch's float32 steps overflow long before 1e308; nothing trains above ~10
+            raise RobenchError(f"--lr must be at most 1000, got {self.lr}")
         number("--momentum", self.momentum)
         if not 0 <= self.momentum <= 1:
             raise RobenchError(f"--momentum must be in [0, 1], got {self.momentum}")
         number("--weight-decay", self.weight_decay)
-        if self.weight_decay < 0:
-            raise RobenchError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.weight_decay <= 1000:
+            raise RobenchError(f"--weight-decay must be in [0, 1000], got {self.weight_decay}")
         if self.schedule is None:
             # The paper drops the lr x0.1 at epochs 150 and 250 of 350; keep those proportions.
             self.schedule = sorted({round(self.epochs * 150 / 350), round(self.epochs * 250 / 350)} - {0})
@@ -433,7 +436,19 @@ def checkpoint_lock(workspace: Workspace, name: str) -> Iterator[None]:
     """One writer per checkpoint name: a second `train --name X` while the first runs is
     refused (whatever its settings) instead of interleaving two runs' epochs in one folder."""
     run_dir = workspace.checkpoint_dir(name)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _locked(run_dir, name):
+            yield
+    finally:
+        if created and not (run_dir / "meta.json").exists():
+            # Refused before its first epoch (bad --init, unknown arch): leave no empty folder behind.
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@contextmanager
+def _locked(run_dir: Path, name: str) -> Iterator[None]:
     with open(run_dir / ".lock", "a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -106,7 +106,9 @@ def test_report_formats_and_filters(trained, cli, tmp_path):
     assert cli("report", "--format", "json", "--output", out).exit_code == 0
     data = json.loads(out.read_text())["digits"]
     # Non-default EOT choices on a stochastic model get their own rows, side by side.
-    assert list(data) == ["clean", "fgsm 8", "fgsm 32", "fgsm 32 eot2", "fgsm 32 no-eot", "pgd 8", "pgd 32", "worst-case 8", "worst-case 32"]
+    # robench's verdict rows come first, then the suite's rows in the order they were run.
+    assert list(data) == ["clean", "verdict 8", "verdict 32", "verdict 32 eot2", "verdict 32 no-eot",
+                          "fgsm 8", "fgsm 32", "fgsm 32 eot2", "fgsm 32 no-eot", "pgd 8", "pgd 32", "worst-case 8", "worst-case 32"]
     assert data["fgsm 32 eot2"]["td"] is not None and data["fgsm 32 no-eot"]["td"] is not None
     assert data["pgd 8"]["td"] is None and 0 <= data["fgsm 32"]["base"] <= 100
 
@@ -124,7 +126,7 @@ def test_rerun_replaces_the_row_in_reports(trained, cli):
 
     for _ in range(2):
         assert cli("attack", "-c", "base", "--suite", "fgsm", "--eps", "8/255", "--n", "30").exit_code == 0
-    assert len(load_results(trained, Filters())) == 1
+    assert len(load_results(trained, Filters(attack=["fgsm"]))) == 1
 
 
 def test_every_attack_setting_is_a_toml_key(tmp_path, cli, workspace):
@@ -146,6 +148,8 @@ eps = ["16/255"]
 n = 30
 attack_batch_size = 7
 bpda = false
+verdict = false
+convergence_check = false
 
 [[suite.nobpda.run]]
 name = "squeezed"

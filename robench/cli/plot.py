@@ -53,10 +53,11 @@ def curves(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Robust accuracy vs eps: one panel per attack, one line per checkpoint, std over runs as error bars."""
-    from robench.plots.curves import plot_curves
+    from robench.plots.curves import check_attack_names, plot_curves
     from robench.report import Filters, load_results
 
     _early(output)
+    check_attack_names(attack)
     ws = _workspace(workspace, write=False)
     rows = load_results(ws, Filters(dataset, checkpoint, attack), warn=warn)
     path = _target(output, ws, "curves", *(dataset or []), *(checkpoint or []), *(attack or []))
@@ -178,10 +179,12 @@ def tradeoff(
 ) -> None:
     """Clean and robust accuracy against CPU speedup and parameters, for decomposed checkpoints and their sources."""
     from robench.attacks import parse_eps_list
+    from robench.plots.curves import check_attack_names
     from robench.plots.decompose import plot_tradeoff, tradeoff_points
     from robench.report import Filters, load_results
 
     _early(output)
+    check_attack_names([attack] if attack else None)
     budgets = parse_eps_list(eps) if eps is not None else None
     ws = _workspace(workspace, write=False)
     rows = load_results(ws, Filters(dataset, checkpoint, None), warn=warn)

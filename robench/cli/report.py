@@ -29,7 +29,7 @@ def report(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Compare checkpoints: rows attack x eps, one column per checkpoint, best value in bold."""
-    from robench.report import FORMATS, Filters, check_output, load_results, pivot, render_text, rich_tables, write_output
+    from robench.report import FORMATS, Filters, check_output, load_results, pivot, render_text, rich_tables, verdict_notes, write_output
 
     if format not in FORMATS:
         raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -41,7 +41,7 @@ def report(
     tables = pivot(rows)
     flags = format_flags(compute_flags(rows))
     if format == "table" and output is None:
-        for table in rich_tables(tables):
+        for table in rich_tables(tables, verdict_notes(rows)):
             out.print(table)
         if flags:
             out.print(f"[bold yellow]sanity flags[/] (see docs/flags.md)\n{escape(flags)}", soft_wrap=True)

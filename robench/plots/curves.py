@@ -23,6 +23,18 @@ SUMMARIES = ("worst-case", "verdict")
 POINT_COLUMNS = ["panel", "attack", "norm", "series", "checkpoint", "dataset", "eps", "accuracy", "std", "kind"]
 
 
+def check_attack_names(names: list[str] | None) -> None:
+    """Refuse an --attack filter that names no attack robench knows (a typo), with suggestions,
+    before an unhelpful "no rows match"."""
+    from robench.attacks import ATTACKS
+    from robench.errors import unknown_name
+
+    known = [*ATTACKS, *SUMMARIES]
+    for name in names or []:
+        if name not in known:
+            raise unknown_name("attack", name, known)
+
+
 def curve_points(frame: pd.DataFrame) -> pd.DataFrame:
     """The points the figure draws: panel, series (line), eps in data units, accuracy and std
     as fractions, and kind: `robust` (one per result row) or `clean` (eps 0, the series' clean
