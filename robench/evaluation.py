@@ -221,23 +221,8 @@ def run_attacks(
     crafting = source or target
     if plan.ste is not None and set_ste(crafting.model, plan.ste) == 0:
         raise RobenchError(f"--ste picks the gradient of binary layers, and {crafting.info['checkpoint']!r} ({crafting.defense.spec}) has none; drop --ste")
-    # The view depends on the attack only through whether it brings its own EOT; building one
-    # per kind avoids re-copying the model (omniscient) for every attack of the suite.
-    threat = "white-box" if source else plan.threat
-    view_by_eot = {False: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, False, crafting.stochastic_by)}
-    # Masking is measured on what the attacks differentiate (BPDA and EOT included), before any attack.
-    probes = probe(view_by_eot[False].model, x_all[: plan.batch_size].to(device), y_all[: plan.batch_size].to(device))
-    straight = probes.masked_gradients and plan.bpda is not False and _straight_through_helps(view_by_eot[False].model, x_all, y_all, plan, device)
-    masked = (probes.masked_gradients and not straight) or probes.saturated_outputs
-    added = verdict.additions(plan.suite, crafting.stochastic, masked) if plan.verdict else []
-    suite = [*plan.suite, *(a.spec for a in added)]
-    for own in {s.own_eot for s in suite} - {False}:
-        view_by_eot[own] = attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own, crafting.stochastic_by)
-    if straight:
-        for own, view in view_by_eot.items():
-            view_by_eot[own] = replace(view, model=StraightThrough(view.model).eval(), bpda=True)
-    views = {spec.name: view_by_eot[spec.own_eot] for spec in suite}
-
+    setup = _attack_setup(crafting, "white-box" if source else plan.threat, plan, x_all, y_all, device)
+    probes, masked, suite, views, added = setup.probes, setup.masked, setup.suite, setup.views, setup.added
     subset_key = {"target": target.info, "fingerprint": model_fingerprint(target.model), "examples": _examples_digest(x_all, y_all),
                   "seed": plan.seed, "block": plan.batch_size, "runs": runs}
     clean_cell = cells.key("clean", subset_key)
@@ -246,10 +231,7 @@ def run_attacks(
     for job in jobs:
         job.cell = cells.key(f"{job.spec.name}-{eps_over_255(job.eps)}", {**subset_key, **job.key, "source": source and model_fingerprint(source.model),
                              "threat": plan.threat, "view": {"eot": views[job.spec.name].eot, "bpda": views[job.spec.name].bpda}})
-    notes = [n for own in {s.own_eot for s in suite} for n in view_by_eot[own].notes] + [f"verdict adds {a.spec.name}: {a.why}" for a in added]
-    if straight:
-        notes.insert(0, f"input gradients vanish on {probes.zero_gradients:.0%} of probed examples; round/floor/ceil/sign inside the model are crossed straight-through (BPDA; --no-bpda turns this off)")
-    for note in dict.fromkeys(notes):
+    for note in setup.notes:
         console.print(f"[cyan]note:[/] {note}")
     _print_cost(console, jobs, plan, views, mine, len(y_all), target.info["num_classes"])
 
@@ -343,6 +325,41 @@ def _verdict_rows(plan: AttackRun, views: dict[str, Any], jobs: list[_Job], comm
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }))
     return rows
+
+
+@dataclass
+class _Setup:
+    """What the attacks craft on and what robench adds, decided before any attack runs."""
+
+    probes: Probes
+    masked: bool  # gradients masked even after straight-through, or outputs saturated
+    suite: list[AttackSpec]  # the user's suite and the verdict's additions
+    views: dict[str, Any]  # attack name -> AttackerView
+    added: list[Any]
+    notes: list[str]
+
+
+def _attack_setup(crafting: Target, threat: str, plan: AttackRun, x_all: torch.Tensor, y_all: torch.Tensor, device: torch.device) -> _Setup:
+    """Probe the model, pick the verdict's additions and build the attacker's views. The view
+    depends on the attack only through whether it brings its own EOT; one per kind avoids
+    re-copying the model (omniscient) for every attack of the suite."""
+    view_by_eot = {False: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, False, crafting.stochastic_by)}
+    # Masking is measured on what the attacks differentiate (BPDA and EOT included).
+    probes = probe(view_by_eot[False].model, x_all[: plan.batch_size].to(device), y_all[: plan.batch_size].to(device))
+    straight = probes.masked_gradients and plan.bpda is not False and _straight_through_helps(view_by_eot[False].model, x_all, y_all, plan, device)
+    masked = (probes.masked_gradients and not straight) or probes.saturated_outputs
+    added = verdict.additions(plan.suite, crafting.stochastic, masked) if plan.verdict else []
+    suite = [*plan.suite, *(a.spec for a in added)]
+    for own in {s.own_eot for s in suite} - {False}:
+        view_by_eot[own] = attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own, crafting.stochastic_by)
+    if straight:
+        for own, view in view_by_eot.items():
+            view_by_eot[own] = replace(view, model=StraightThrough(view.model).eval(), bpda=True)
+    views = {spec.name: view_by_eot[spec.own_eot] for spec in suite}
+    notes = [n for own in {s.own_eot for s in suite} for n in view_by_eot[own].notes] + [f"verdict adds {a.spec.name}: {a.why}" for a in added]
+    if straight:
+        notes.insert(0, f"input gradients vanish on {probes.zero_gradients:.0%} of probed examples; round/floor/ceil/sign inside the model are crossed straight-through (BPDA; --no-bpda turns this off)")
+    return _Setup(probes, masked, suite, views, added, list(dict.fromkeys(notes)))
 
 
 @dataclass

@@ -45,6 +45,20 @@ def parse_number(text: str) -> float:
         raise ValueError(f"{text!r} divides by zero") from None
 
 
+NORMS = ("Linf", "L2")
+
+
+def parse_norm(text: str) -> str:
+    """`Linf` or `L2` from any case (`linf`, `LINF`, `l2`), spaces around ignored.
+
+    Raises ValueError for anything else.
+    """
+    for norm in NORMS:
+        if str(text).strip().lower() == norm.lower():
+            return norm
+    raise ValueError(text)
+
+
 def eps_over_255(eps: float) -> str:
     """A budget on the 0..255 pixel scale, as the papers write it: `8/255`, `0.5/255`."""
     return f"{eps * 255:g}/255"

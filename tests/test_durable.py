@@ -90,7 +90,7 @@ def test_merge_before_all_shards_is_refused(trained, cli):
     result = cli("attack", "-c", "base", "--suite", "fgsm", "--n", 40, "--batch-size", 16, "--merge")
     assert result.exit_code == 2 and "some shards are unfinished" in result.output
     assert cli("attack", "-c", "base", "--suite", "fgsm", "--n", 40, "--batch-size", 16, "--shard", "2/2").exit_code == 0
-    assert list(_csv(trained)["attack"]) == ["fgsm", "verdict"]
+    assert list(_csv(trained)["attack"]) == ["fgsm", "fgsm", "verdict", "verdict"]  # two default budgets
     bad = cli("attack", "-c", "base", "--suite", "fgsm", "--shard", "3/2")
     assert bad.exit_code == 2 and "--shard must look like I/K" in bad.output
 

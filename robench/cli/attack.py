@@ -11,6 +11,23 @@ from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt,
 from robench.cli.render import attack_table
 from robench.errors import RobenchError
 
+# Budgets for a dataset without papers of its own (npz:, an imported model's dataset).
+FALLBACK_EPS = "2/255,8/255"
+
+
+def _default_eps_help() -> str:
+    from robench.data import DEFAULT_EPS
+
+    return "; ".join(f"{name} {budgets}" for name, budgets in DEFAULT_EPS.items()) + f"; otherwise {FALLBACK_EPS}"
+
+
+def _default_eps(ws, checkpoint: str) -> str:
+    """The budgets of the checkpoint's dataset (its meta.json says which)."""
+    from robench.data import DEFAULT_EPS
+
+    dataset = str(ws.read_meta(checkpoint).get("dataset", ""))
+    return DEFAULT_EPS.get(dataset.lower().replace("_", "-"), FALLBACK_EPS)
+
 
 @app.command(epilog=(
     "[bold]Examples[/]\n\n"
@@ -25,14 +42,14 @@ from robench.errors import RobenchError
 def attack(
     checkpoint: str = typer.Option(..., "--checkpoint", "-c", help="Checkpoint name in the workspace."),
     suite: str = typer.Option("fgsm,pgd", "--suite", help="Comma-separated attacks (see `robench list attacks`)."),
-    eps: str = typer.Option("2/255,8/255", "--eps", help="Comma-separated budgets: fractions like 8/255 or decimals."),
+    eps: Optional[str] = typer.Option(None, "--eps", help=f"Comma-separated budgets: fractions like 8/255 or decimals [default: the dataset's papers': {_default_eps_help()}].", show_default=False),
     threat: str = typer.Option("white-box", "--threat", help="white-box, gray-box, black-box (with --source) or omniscient."),
     source: Optional[str] = typer.Option(None, "--source", help="Substitute checkpoint that crafts the examples (black-box)."),
     eot: Optional[int] = typer.Option(None, "--eot", help="Gradient samples per step for a stochastic defense [default: 10; 1 = the papers' non-adaptive attack].", show_default=False),
     bpda: Optional[bool] = typer.Option(None, "--bpda/--no-bpda", help="BPDA through non-differentiable preprocessing [default: on where needed].", show_default=False),
     restarts: int = typer.Option(1, "--restarts", help="Random restarts; each example keeps its strongest candidate."),
     targeted: Optional[str] = typer.Option(None, "--targeted", help="random or least-likely target class (attacks that support it)."),
-    norm: Optional[str] = typer.Option(None, "--norm", help="Linf or L2, for attacks that support both [default: each attack's own].", show_default=False),
+    norm: Optional[str] = typer.Option(None, "--norm", help="Linf or L2 (any case), for attacks that support both [default: each attack's own].", show_default=False),
     ste: Optional[str] = typer.Option(None, "--ste", help="Gradient of sgn in binary (XNOR) layers for the attacker: id (clipped identity), tanh or tanh0.75 [default: the one the model trained with].", show_default=False),
     attack_opt: Optional[list[str]] = typer.Option(None, "--attack-opt", help="ATTACK.OPTION=VALUE, e.g. pgd.steps=500 (repeatable; see `robench list attacks -v`)."),
     n: Optional[int] = typer.Option(1000, "--n", help="Number of test examples (a seeded, class-stratified subset)."),
@@ -59,8 +76,17 @@ def attack(
     """
     from robench.attacks import parse_attack_options, parse_eps, parse_eps_list, parse_suite
     from robench.evaluation import AttackRun, attack_checkpoint, parse_shard
+    from robench.parsing import parse_norm
 
     specs = parse_suite(suite)
+    if norm is not None:
+        try:
+            norm = parse_norm(norm)
+        except ValueError:
+            raise RobenchError(f"--norm must be Linf or L2, got {norm!r}") from None
+    ws = _workspace(workspace)
+    if eps is None:
+        eps = _default_eps(ws, checkpoint)
     plan = AttackRun(
         suite=specs, eps=parse_eps_list(eps), n=n, seed=seed, runs=runs, steps=steps,
         step_size=parse_eps(step_size, "--step-size") if step_size else None, batch_size=batch_size, threat=threat,
@@ -68,7 +94,6 @@ def attack(
         options=parse_attack_options(attack_opt or [], specs), ste=ste, shard=parse_shard(shard, merge),
         verdict=verdict, convergence_check=convergence_check,
     )
-    ws = _workspace(workspace)
     rows = attack_checkpoint(ws, checkpoint, plan, data_dir=_data_dir(data_dir), download=download, dataset=dataset, device=device, console=err, fresh=fresh)
     if rows is None:
         if merge:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.markup import escape
 
-from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, bench_app, err, out, user_errors, warn
+from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, bench_app, err, out, user_errors
 from robench.cli.render import suites_table
 
 
@@ -27,16 +27,18 @@ def bench_run(
 ) -> None:
     """Train what is missing, attack, print the table and check the expected bounds (exit 1 on a regression)."""
     from robench.bench import resolve_suite, run_suite
-    from robench.report import Filters, load_results, pivot, rich_tables
+    from robench.report import pivot, results_frame, rich_tables, table_notes
 
     suite = resolve_suite(file, name)
     ws = _workspace(workspace)
     for run in suite.runs:
         ws.checkpoint_dir(run.name)  # a name the file system refuses stops here, before anything runs
     err.print(f"suite [bold]{suite.name}[/]: {suite.description} ({len(suite.runs)} runs)")
-    _, failures = run_suite(suite, ws, data_dir=_data_dir(data_dir), download=download, device=device, console=err, retrain=retrain)
-    names = [run.name for run in suite.runs]
-    for table in rich_tables(pivot(load_results(ws, Filters(checkpoint=names), warn=warn))):
+    rows, failures = run_suite(suite, ws, data_dir=_data_dir(data_dir), download=download, device=device, console=err, retrain=retrain)
+    # This run's rows only: the workspace may hold older rows of the same checkpoints at another
+    # --n or eps, which would mix test subsets and settings the bounds below were not checked on.
+    frame = results_frame(rows, ws)
+    for table in rich_tables(pivot(frame), table_notes(frame)):
         out.print(table)
     if failures:
         for failure in failures:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import os
 from pathlib import Path
@@ -14,9 +15,9 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 try:  # typer >= 0.22 vendors click
-    from typer._click.exceptions import UsageError
+    from typer._click.exceptions import NoSuchOption, UsageError
 except ImportError:  # pragma: no cover - older typer, on click
-    from click.exceptions import UsageError
+    from click.exceptions import NoSuchOption, UsageError
 
 from robench.errors import Interrupted, RobenchError
 
@@ -37,6 +38,20 @@ def warn(message: str) -> None:
     err.print(f"[yellow]warning:[/] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
 
 
+def did_you_mean(word: str, known: list[str]) -> str:
+    """`; did you mean --epochs?` for the closest of `known`, or nothing when none is close."""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _usage_message(exc: UsageError) -> str:
+    if isinstance(exc, NoSuchOption):
+        # click lists every possibility, alphabetically; the closest one is the useful hint.
+        best = f"; did you mean {exc.possibilities[0]}?" if exc.possibilities else ""
+        return f"no such option {exc.option_name}{best}"
+    return exc.format_message().rstrip(".")
+
+
 @contextlib.contextmanager
 def _one_line_usage() -> Iterator[None]:
     try:
@@ -46,13 +61,26 @@ def _one_line_usage() -> Iterator[None]:
             raise
         ctx = getattr(exc, "ctx", None)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        _error_line(exc.format_message().rstrip(".") + hint)
+        _error_line(_usage_message(exc) + hint)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _literal_brackets(command: Any) -> None:
+    """Show `[default: ...]` and `[env: ...]` in option help as typed: under rich markup they
+    would read as (unknown) style tags and vanish. Option help has no intended markup; command
+    docstrings and epilogs do, and are left alone."""
+    if getattr(command, "_robench_literal_help", False):
+        return
+    for param in command.params:
+        if getattr(param, "help", None):
+            param.help = escape(param.help)
+    command._robench_literal_help = True
 
 
 class OneLineErrors(TyperGroup):
     """Usage mistakes (`--epochs three`, a missing or unknown option) end like every other bad
-    input: one `error:` line on stderr and exit code 2, instead of click's usage box."""
+    input: one `error:` line on stderr and exit code 2, instead of click's usage box; an unknown
+    option or command names the closest real one."""
 
     def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
         with _one_line_usage():
@@ -62,6 +90,18 @@ class OneLineErrors(TyperGroup):
         with _one_line_usage():
             return super().invoke(ctx)
 
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            _literal_brackets(command)
+        return command
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and not ctx.resilient_parsing and self.get_command(ctx, name) is None:
+            raise UsageError(f"no such command {name!r}{did_you_mean(name, self.list_commands(ctx))}", ctx)
+        return super().resolve_command(ctx, args)
+
 
 app = typer.Typer(
     cls=OneLineErrors,
@@ -69,17 +109,33 @@ app = typer.Typer(
     help="Train defended models, attack them with a standard suite, and compare the results.",
     rich_markup_mode="rich",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from robench import __version__
+
+        out.print(f"robench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, help="Print robench's version and exit."),
+) -> None:
+    pass
+
+
 bench_app = typer.Typer(cls=OneLineErrors, help="Run named suites from benchmarks.toml and check their expected accuracy.", no_args_is_help=True, rich_markup_mode="rich")
 app.add_typer(bench_app, name="bench")
 
 out = Console()
 err = Console(stderr=True)
 
-WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory [env: ROBENCH_WORKSPACE; default ./robench-workspace].", show_default=False)
-DataDirOpt = typer.Option(None, "--data-dir", help="Where datasets live [env: ROBENCH_DATA; default ./data].", show_default=False)
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory [env: ROBENCH_WORKSPACE; default: ./robench-workspace].", show_default=False)
+DataDirOpt = typer.Option(None, "--data-dir", help="Where datasets live [env: ROBENCH_DATA; default: ./data].", show_default=False)
 DownloadOpt = typer.Option(False, "--download", help="Download a missing torchvision dataset (needs internet).")
 DeviceOpt = typer.Option("auto", "--device", help="cpu, cuda or auto.")
 

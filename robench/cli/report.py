@@ -17,11 +17,13 @@ from robench.errors import RobenchError
     "[bold]Examples[/]\n\n"
     "  robench report\n\n"
     "  robench report --dataset digits --attack pgd --format markdown --output docs/digits.md\n\n"
-    "  robench report --checkpoint base --checkpoint td-0.8 --format json"
+    "  robench report --checkpoint base --checkpoint td-0.8 --format json\n\n"
+    "  robench report --format csv --output rows.csv\n\n"
+    "  robench report --format html --output report.html"
 ))
 @user_errors
 def report(
-    format: str = typer.Option("table", "--format", "-f", help="table, csv, markdown or json."),
+    format: str = typer.Option("table", "--format", "-f", help="table, markdown, json (wide tables), csv (tidy rows, the results CSV's columns) or html (one offline page)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of the screen."),
     dataset: Optional[list[str]] = typer.Option(None, "--dataset", help="Only this dataset (repeatable)."),
     checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", "-c", help="Only this checkpoint (repeatable)."),
@@ -29,7 +31,7 @@ def report(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Compare checkpoints: rows attack x eps, one column per checkpoint, best value in bold."""
-    from robench.report import FORMATS, Filters, check_output, load_results, pivot, render_text, rich_tables, verdict_notes, write_output
+    from robench.report import FORMATS, Filters, check_output, load_results, pivot, render_text, rich_tables, table_notes, tidy_csv, write_output
 
     if format not in FORMATS:
         raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -37,18 +39,27 @@ def report(
         check_output(output)
     from robench.flags import compute_flags, format_flags
 
-    rows = load_results(_workspace(workspace, write=False), Filters(dataset, checkpoint, attack), warn=warn)
-    tables = pivot(rows)
-    flags = format_flags(compute_flags(rows))
-    if format == "table" and output is None:
-        for table in rich_tables(tables, verdict_notes(rows)):
-            out.print(table)
-        if flags:
-            out.print(f"[bold yellow]sanity flags[/] (see docs/flags.md)\n{escape(flags)}", soft_wrap=True)
-        return
-    text = render_text(tables, "markdown" if format == "table" else format)
-    if flags and format in ("table", "markdown"):
-        text += "\n#### Sanity flags (see docs/flags.md)\n\n```\n" + flags.rstrip() + "\n```\n"
+    ws = _workspace(workspace, write=False)
+    filters = Filters(dataset, checkpoint, attack)
+    rows = load_results(ws, filters, warn=warn)
+    if format == "csv":
+        text = tidy_csv(rows)
+    elif format == "html":
+        from robench.html_report import render_html
+
+        text = render_html(rows, ws, filters)
+    else:
+        tables, notes = pivot(rows), table_notes(rows)
+        flags = format_flags(compute_flags(rows))
+        if format == "table" and output is None:
+            for table in rich_tables(tables, notes):
+                out.print(table)
+            if flags:
+                out.print(f"[bold yellow]sanity flags[/] (see docs/flags.md)\n{escape(flags)}", soft_wrap=True)
+            return
+        text = render_text(tables, "markdown" if format == "table" else format, notes if format != "json" else None)
+        if flags and format in ("table", "markdown"):
+            text += "\n#### Sanity flags (see docs/flags.md)\n\n```\n" + flags.rstrip() + "\n```\n"
     if output is None:
         sys.stdout.write(text)
     else:

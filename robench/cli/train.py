@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, app, err, out, user_errors
+from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, app, did_you_mean, err, out, user_errors
 from robench.errors import RobenchError
 
 
@@ -29,6 +29,21 @@ def _defense_options(tokens: list[str]) -> dict[str, Any]:
         values[key.replace("-", "_")] = value
         index += 1
     return values
+
+
+def _check_misspelled(ctx: typer.Context, defense: str, values: dict[str, Any]) -> None:
+    """A leftover option close to one of train's own (`--epoch`) is a typo, not a defense
+    parameter: say so, rather than "defense 'none' has no parameter 'epoch'"."""
+    from robench.registry import defense_stack
+
+    accepted = defense_stack(defense).param_values
+    own = [opt for param in ctx.command.params for opt in getattr(param, "opts", []) if opt.startswith("--")]
+    for key in values:
+        if key not in accepted:
+            option = "--" + key.replace("_", "-")
+            hint = did_you_mean(option, own)
+            if hint:
+                raise RobenchError(f"no such option {option}{hint} (see `robench train --help`)")
 
 
 def _defense_epilog() -> str:
@@ -91,8 +106,10 @@ def train(
             milestones = [] if schedule.strip().lower() == "none" else [int(p) for p in schedule.split(",") if p.strip()]
         except ValueError:
             raise RobenchError(f"--schedule expects comma-separated epochs like 150,250 or 'none', got {schedule!r}") from None
+    defense_params = _defense_options(ctx.args)
+    _check_misspelled(ctx, defense, defense_params)
     config = TrainConfig(
-        dataset=dataset, arch=arch, defense=defense, defense_params=_defense_options(ctx.args), epochs=epochs,
+        dataset=dataset, arch=arch, defense=defense, defense_params=defense_params, epochs=epochs,
         optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size, schedule=milestones,
         gamma=gamma, seed=seed, train_size=train_size, init=init,
     )

@@ -16,6 +16,7 @@ from robench.registry import Registry
 
 __all__ = [
     "DATASETS",
+    "DEFAULT_EPS",
     "Dataset",
     "channel_stats",
     "default_data_dir",
@@ -55,6 +56,19 @@ for _name, _summary in (
 del _name, _summary
 DATASETS.add("npz:PATH", lambda path, data_dir, download: load_npz(path), "your own arrays: x_train,y_train,x_test,y_test or "
              "train_images,train_labels,test_images,test_labels; uint8 or [0,1] float, NHWC/NCHW/NHW", prefix=True)
+
+# The Linf budgets `robench attack` uses when --eps is not given, as the dataset's papers report
+# them: 8/255 means little on 8x8 digits (Defensive Tensorization uses 16/255 and 32/255), the
+# MNIST-family papers (BPFC, Madry) work in tenths, the CIFAR/SVHN ones in x/255 with AutoAttack
+# at 8/255. Other datasets (npz:, imported models' own) get `robench attack`'s fallback.
+DEFAULT_EPS: dict[str, str] = {
+    "digits": "16/255,32/255",
+    "mnist": "0.1,0.2,0.3",
+    "fashion-mnist": "0.1",
+    "cifar10": "2/255,8/255,16/255",
+    "cifar100": "2/255,8/255,16/255",
+    "svhn": "2/255,8/255,16/255",
+}
 
 
 def load_dataset(spec: str, data_dir: str | Path | None = None, download: bool = False) -> Dataset:
