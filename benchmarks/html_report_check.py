@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--html", type=Path, help="an existing report to check instead of writing one from --workspace")
     parser.add_argument("--screenshot", type=Path, default=Path("report-screenshot.png"))
     parser.add_argument("--window-size", default="1280,2000", help="WIDTH,HEIGHT in CSS pixels")
-    parser.add_argument("--browser", help="the Chromium binary (default: the first of %s on PATH)" % ", ".join(BROWSERS))
+    parser.add_argument("--browser", help=f"the Chromium binary (default: the first of {', '.join(BROWSERS)} on PATH)")
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     if not re.fullmatch(r"\d+,\d+", args.window_size):

@@ -39,7 +39,7 @@ from robench.data import load_dataset, subset
 from robench.errors import Interrupted, RobenchError, unknown_name
 from robench.layers.xnor import STE_CHOICES, set_ste
 from robench.metrics import resolve_device, versions
-from robench.parsing import eps_over_255, parse_bool
+from robench.parsing import ellipsize, eps_over_255, parse_bool
 from robench.workspace import ResultRow, Workspace, atomic_save_tensors, load_tensors
 
 
@@ -238,7 +238,7 @@ def run_attacks(
     name = target.info["checkpoint"]
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
     with progress:
-        task = progress.add_task(f"attack {name}: clean", total=len(mine) * (1 + len(jobs)))
+        task = progress.add_task(f"attack {ellipsize(name)}: clean", total=len(mine) * (1 + len(jobs)))
         for start in mine:
             if cells.get(clean_cell, start) is None:
                 torch.manual_seed(block_seed(plan.seed, "clean", start))
@@ -249,10 +249,10 @@ def run_attacks(
         for job in jobs:
             view = views[job.spec.name]
             label = f"{job.spec.name} eps={eps_over_255(job.eps)}" if plan.bounded(job.spec) else job.spec.name
-            report = lambda part: progress.update(task, description=f"{name}: {label} [{part}]")  # noqa: E731
+            report = lambda part: progress.update(task, description=f"{ellipsize(name)}: {label} \\[{part}]")  # noqa: E731
             cache = cache_path(job.spec, job.settings) if source is not None and cache_path is not None else None
             for start in mine:
-                progress.update(task, description=f"{name}: {label}")
+                progress.update(task, description=f"{ellipsize(name)}: {label}")
                 if cells.get(job.cell, start) is None:
                     x, y = x_all[start : start + plan.batch_size].to(device), y_all[start : start + plan.batch_size].to(device)
                     seed = block_seed(plan.seed, job.spec.name, job.eps, start)
@@ -262,7 +262,7 @@ def run_attacks(
                 common = common or _common(target, plan, runs, len(y_all), [cells.get(clean_cell, s) for s in starts], probes)
                 job.row = _row(job, plan, view, common, [cells.get(job.cell, s) for s in starts])
                 if plan.convergence_check and verdict.checked(job.spec) and plan.bounded(job.spec):
-                    progress.update(task, description=f"{name}: {label} [convergence check]")
+                    progress.update(task, description=f"{ellipsize(name)}: {label} \\[convergence check]")
                     _check_convergence(job, plan, view, target, x_all, y_all, runs, cells, device, report)
                 if on_row is not None:
                     cells.publish_once(job.cell, lambda: on_row(job.row))

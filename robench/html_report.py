@@ -34,7 +34,17 @@ import pandas as pd
 
 from robench.errors import RobenchError
 from robench.flags import FLAG_DOCS, SEVERITY, compute_flags
-from robench.report import CLEAN, NUMERIC, SPEEDUP, TIDY_COLUMNS, Filters, number_text, pivot, table_notes, tidy_csv
+from robench.report import (
+    CLEAN,
+    NUMERIC,
+    SPEEDUP,
+    TIDY_COLUMNS,
+    Filters,
+    number_text,
+    pivot,
+    table_notes,
+    tidy_csv,
+)
 from robench.workspace import Workspace
 
 # meta.json keys left out of the settings table: training curves, per-layer structures and file
@@ -53,7 +63,7 @@ table { border-collapse: collapse; margin: 8px 0; font-variant-numeric: tabular-
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; vertical-align: top; }
 th { background: #eef3f8; cursor: pointer; user-select: none; white-space: nowrap; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; } th[aria-sort="descending"]::after { content: " \\25BC"; }
-td.label, th.label { text-align: left; white-space: nowrap; }
+td.label, th.label, td.t { text-align: left; white-space: nowrap; }
 tbody.fixed td { background: #f7f7f7; } tbody.fixed tr:last-child td { border-bottom: 2px solid #888; }
 td.best { font-weight: 700; background: #e3f1e0; } td.best::after { content: " \\2605"; color: #009E73; font-size: 11px; }
 tr.verdict td.label { font-weight: 600; }
@@ -118,9 +128,9 @@ def render_html(rows: pd.DataFrame, workspace: Workspace, filters: Filters | Non
     chosen = ", ".join(f"--{k} {' '.join(v)}" for k, v in vars(filters or Filters()).items() if v) or "none"
     body = [
         "<h1>robench report</h1>",
-        f'<p class="meta">{len(rows)} result rows from {e(workspace.results)}, filters: {e(chosen)}; '
-        f"written {e(generated)} by robench {e(__version__)}. Accuracy in %, eps on the 0..255 scale "
-        "in the tables and in data units in the rows below. Click a column header to sort.</p>",
+        (f'<p class="meta">{len(rows)} result rows from {e(workspace.results)}, filters: {e(chosen)}; '
+         f"written {e(generated)} by robench {e(__version__)}. Accuracy in %, eps on the 0..255 scale "
+         "in the tables and in data units in the rows below. Click a column header to sort.</p>"),
         _contents(tables),
     ]
     for dataset, frame in tables.items():
@@ -217,7 +227,7 @@ def flag_explanations(path: Path = FLAGS_MD) -> dict[str, str]:
     except OSError:
         return {}
     found = {}
-    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+    for section in re.split(r"^## ", text, flags=re.MULTILINE)[1:]:
         heading, _, content = section.partition("\n")
         ids = [i for i in re.findall(r"`([^`]+)`", heading) if i in FLAG_DOCS]
         html = _markdown(content.split("\n---", 1)[0])
@@ -230,7 +240,7 @@ def _markdown(text: str) -> str:
     """The little markdown docs/flags.md uses: paragraphs, fenced code, lists, `code`, **bold**,
     *emphasis*; everything escaped first."""
     blocks = []
-    for chunk in re.split(r"(```[^\n]*\n.*?```)", text.strip(), flags=re.S):
+    for chunk in re.split(r"(```[^\n]*\n.*?```)", text.strip(), flags=re.DOTALL):
         if chunk.startswith("```"):
             blocks.append(f"<pre>{e(chunk.split(chr(10), 1)[1].rsplit('```', 1)[0])}</pre>")
             continue
@@ -295,8 +305,8 @@ def _rows(rows: pd.DataFrame) -> str:
     for values in texts:
         cells = []
         for column, text in zip(TIDY_COLUMNS, values):
-            sort = f' data-sort="{e(text)}"' if column in numeric else ""
-            cells.append(f"<td{sort}>{e(text)}</td>")
+            attrs = f' data-sort="{e(text)}"' if column in numeric else ' class="t"'
+            cells.append(f"<td{attrs}>{e(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (
         f"<h3>Result rows ({len(texts)})</h3><p>Every row behind the tables, with all the columns of "

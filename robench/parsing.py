@@ -75,3 +75,9 @@ def eps_pixels(eps: float) -> str:
     Two decimals at most, trailing zeros dropped.
     """
     return f"{eps * 255:.2f}".rstrip("0").rstrip(".")
+
+
+def ellipsize(text: str, width: int = 24) -> str:
+    """`text` cut to `width` characters, the last one an ellipsis when anything was cut: long
+    checkpoint names would otherwise push a progress bar off an 80-column line."""
+    return text if len(text) <= width else text[: width - 1] + "\u2026"

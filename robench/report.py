@@ -300,7 +300,11 @@ def rich_tables(tables: dict[str, pd.DataFrame], notes: dict[str, list[str]] | N
     rendered = []
     for dataset, frame in tables.items():
         caption = "\n".join((notes or {}).get(dataset, [])) or None
-        table = Table(title=f"{dataset}: accuracy (%) under attack, eps on the 0..255 scale", title_justify="left", caption=caption, caption_justify="left")
+        title = f"{dataset}: accuracy (%) under attack, eps on the 0..255 scale"
+        # A narrow table would wrap its title and notes over several lines; rich caps this at
+        # the console's width.
+        widest = max([len(title), *(len(line) for line in (caption or "").splitlines())])
+        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left", min_width=widest)
         table.add_column("attack eps", style="cyan")
         for column in frame.columns:
             table.add_column(str(column), justify="right")

@@ -24,6 +24,7 @@ from robench.checkpoint import bare_model, build_defended, load_state
 from robench.data import Dataset, load_dataset, subset
 from robench.errors import RobenchError
 from robench.metrics import accuracy, accuracy_over_runs, resolve_device, versions
+from robench.parsing import ellipsize
 from robench.registry import defense_stack
 from robench.workspace import Workspace, atomic_save_tensors, committed_files, load_tensors
 
@@ -284,7 +285,7 @@ def fit(
         console=console, transient=False,
     )
     with progress:
-        epochs_task = progress.add_task(f"train {label}", total=config.epochs, completed=start_epoch, status="")
+        epochs_task = progress.add_task(f"train {ellipsize(label)}", total=config.epochs, completed=start_epoch, status="")
         batch_task = progress.add_task("  batches", total=n_batches, status="")
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()

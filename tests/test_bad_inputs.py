@@ -430,7 +430,7 @@ def test_report_skips_a_torn_row_with_one_warning(trained_workspace, tmp_path, t
     partial = row(eps=str(16 / 255))[:70]
     text = HEADER + "\n" + row() + "\n" + (partial if torn.startswith("unterminated") else partial + "\n" + row(eps=str(16 / 255)) + "\n")
     results_csv(text)(tmp_path)
-    result = CliRunner().invoke(app, ["report", "--format", "csv"], catch_exceptions=False)
+    result = CliRunner().invoke(app, ["report", "--format", "markdown"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     warning = result.stderr.strip().splitlines()
     line = 3

@@ -3,7 +3,6 @@
 import base64
 import csv
 import io
-import json
 from html.parser import HTMLParser
 
 import pytest

@@ -63,6 +63,15 @@ def test_bench_trains_checks_and_reuses(tmp_path, cli, workspace):
     second = cli("bench", "run", "tiny", "--file", toml)
     assert second.exit_code == 0 and "reusing checkpoint 'tiny-none'" in second.stderr
 
+    # An older row of the same checkpoint at another n and attack stays out of this run's table.
+    from test_html_report import add_rows, result_row
+
+    add_rows(workspace, [result_row(checkpoint="tiny-none", attack="pgd", eps=16 / 255, n=30, clean_acc=0.1, timestamp="2000-01-01")])
+    third = cli("bench", "run", "tiny", "--file", toml)
+    assert third.exit_code == 0 and "│ fgsm 16" in third.stdout and "│ pgd 16" not in third.stdout
+    assert "clean: accuracy on the attacked test subset (n=60)" in third.stdout
+    assert "│ pgd 16" in cli("report").stdout
+
     strict = cli("bench", "run", "strict", "--file", toml)
     assert strict.exit_code == 1
     assert "REGRESSION tiny-none: clean accuracy" in strict.stdout and "below the expected [0.999, 1.000]" in strict.stdout
@@ -114,8 +123,24 @@ def test_report_formats_and_filters(trained, cli, tmp_path):
 
     markdown = cli("report", "--format", "markdown", "--checkpoint", "base", "--attack", "pgd").stdout
     assert "| pgd 32" in markdown and "td" not in markdown and "**" in markdown
-    csv_text = cli("report", "--format", "csv").stdout
-    assert csv_text.startswith("# digits\nattack eps,base,td")
+    # The tidy CSV: plain read_csv gives the results CSV's columns and the same numbers.
+    import io
+
+    import pandas as pd
+    from robench.workspace import RESULT_COLUMNS
+
+    rows_csv = tmp_path / "rows.csv"
+    assert cli("report", "--format", "csv", "--output", rows_csv).exit_code == 0
+    tidy = pd.read_csv(rows_csv)
+    assert list(tidy.columns) == RESULT_COLUMNS and len(tidy) == len(data) - 1  # all but clean
+    assert tidy.equals(pd.read_csv(io.StringIO(cli("report", "--format", "csv").stdout)))
+    results = pd.read_csv(trained.results_csv)
+    key = ["checkpoint", "attack", "eps", "eot"]
+    ordered = [frame.sort_values(key).reset_index(drop=True) for frame in (tidy, results)]
+    pd.testing.assert_frame_equal(*ordered, check_dtype=False)
+    assert set(tidy["eps"].round(10)) == {round(8 / 255, 10), round(32 / 255, 10)}
+    assert tidy["robust_acc"].between(0, 1).all() and tidy["clean_acc"].between(0, 1).all()
+    assert tidy["attack"].iloc[0] == "verdict"
 
     empty = cli("report", "--dataset", "mnist")
     assert empty.exit_code == 2 and "no result rows match" in empty.stderr
@@ -162,3 +187,35 @@ defense = "feature-squeezing"
     with open(workspace.results_csv) as handle:
         (row,) = [r for r in csv.DictReader(handle) if r["attack"] != "verdict"]
     assert row["bpda"] == "False" and row["n"] == "30"
+
+
+def test_clean_row_comes_from_one_test_subset(workspace, cli):
+    """Rows at another --n saw other test examples: their clean accuracy is not averaged in."""
+    from test_html_report import add_rows, result_row
+
+    add_rows(workspace, [
+        result_row(attack="fgsm", eps=8 / 255, n=450, clean_acc=0.98, timestamp="2026-01-02"),
+        result_row(attack="pgd", eps=8 / 255, n=450, clean_acc=0.98, timestamp="2026-01-02"),
+        result_row(attack="pgd", eps=16 / 255, n=60, clean_acc=0.90, timestamp="2026-01-03"),
+        result_row(checkpoint="other", attack="fgsm", eps=8 / 255, n=60, clean_acc=0.5),
+    ])
+    data = json.loads(cli("report", "--format", "json").stdout)["digits"]
+    assert data["clean"] == {"base": 98.0, "other": 50.0}
+    markdown = cli("report", "--format", "markdown").stdout
+    assert "clean: from each checkpoint's rows with the largest --n, one test subset each (other n=60, base n=450)" in markdown
+    assert "base: rows measured on another subset, not in its clean number (n=60: pgd 16)" in markdown
+    table = cli("report").stdout
+    assert "largest --n" in table and "pgd 16" in table
+
+
+def test_speedup_shows_two_decimals(workspace, cli):
+    from test_html_report import add_rows, result_row, write_meta
+
+    add_rows(workspace, [result_row(checkpoint="base-l1-r0.5"), result_row()])
+    write_meta(workspace, "base-l1-r0.5", decompose={"speedup": 0.9812})
+    data = json.loads(cli("report", "--format", "json").stdout)["digits"]
+    assert data["speedup x (cpu)"]["base-l1-r0.5"] == 0.98
+    import re
+
+    assert re.search(r"\| speedup x \(cpu\) +\| +\*\*0\.98\*\* \| +- \|", cli("report", "--format", "markdown").stdout)
+    assert "0.98" in cli("report").stdout

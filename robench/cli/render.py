@@ -20,10 +20,11 @@ def attack_table(checkpoint: str, rows: Sequence[Mapping[str, Any]]) -> Table:
     from robench.parsing import format_eps
 
     first = rows[0]
-    title = f"{checkpoint} ({first['threat_model']}): accuracy (%) over {first['n']} test examples"
+    # The title names what was attacked; the protocol goes below, so neither wraps at 80 columns.
+    caption = f"{first['n']} test examples"
     if first["runs"] > 1:
-        title += f", mean ± std of {first['runs']} runs, majority vote"
-    table = Table(title=title)
+        caption += f"; mean ± std of {first['runs']} runs, majority vote"
+    table = Table(title=f"{checkpoint} ({first['threat_model']}): accuracy %", caption=caption)
     for column in ("attack", "eps", "steps", "eot", "clean", "robust") + (("majority",) if first["runs"] > 1 else ()) + ("seconds",):
         table.add_column(column, justify="left" if column == "attack" else "right")
     for row in rows:
@@ -39,7 +40,7 @@ def attack_table(checkpoint: str, rows: Sequence[Mapping[str, Any]]) -> Table:
 
 def decompose_layers_table(name: str, layers: Iterable[Mapping[str, Any]]) -> Table:
     """Per decomposed layer: shape, rank, FLOPs before/after, approximation errors, ADM iterations, time."""
-    table = Table(title=f"{name}: per layer (FLOPs = multiply-accumulates per image)", title_justify="left")
+    table = Table(title=f"{name}: per layer", caption="FLOPs: multiply-accumulates per image", title_justify="left", caption_justify="left")
     for column in ("layer", "shape", "rank", "FLOPs", "after", "ratio", "lin. err", "ReLU err", "iters", "s"):
         table.add_column(column, justify="left" if column in ("layer", "shape") else "right")
     for row in layers:
@@ -53,9 +54,9 @@ def decompose_layers_table(name: str, layers: Iterable[Mapping[str, Any]]) -> Ta
 
 def decompose_summary_table(name: str, s: Mapping[str, Any]) -> Table:
     """Original vs decomposed model: parameters, FLOPs, clean accuracy and, when timed, CPU speed."""
-    table = Table(title=f"{s['source']} -> {name} ({s['method']}, rank {s['rank']})", title_justify="left")
+    table = Table(title=f"{name} ({s['method']}, rank {s['rank']})", caption=f"original: {s['source']}", title_justify="left", caption_justify="left")
     for column in ("model", "params", "FLOPs", "clean %", "ms b1", "speedup", "img/s b128", "speedup "):
-        table.add_column(column, justify="left" if column == "model" else "right")
+        table.add_column(column, justify="left" if column == "model" else "right", no_wrap=column == "model")
     timed = "speedup" in s
     cell = lambda key, fmt: (fmt.format(s[key]) if key in s else "-")  # noqa: E731
     table.add_row("original", _si(s["params_before"]), _si(s["flops_before"]), f"{100 * s['clean_acc_before']:.2f}",

@@ -31,7 +31,18 @@ def report(
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Compare checkpoints: rows attack x eps, one column per checkpoint, best value in bold."""
-    from robench.report import FORMATS, Filters, check_output, load_results, pivot, render_text, rich_tables, table_notes, tidy_csv, write_output
+    from robench.report import (
+        FORMATS,
+        Filters,
+        check_output,
+        load_results,
+        pivot,
+        render_text,
+        rich_tables,
+        table_notes,
+        tidy_csv,
+        write_output,
+    )
 
     if format not in FORMATS:
         raise RobenchError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
