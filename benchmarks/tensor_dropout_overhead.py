@@ -10,7 +10,13 @@ round so none always runs first), median seconds per step:
               (keep probability 0.9): the Defensive Tensorization paper's own stack. Skipped,
               with a note, when tensorly-torch is not installed (`pip install tensorly-torch`).
               tltorch reads rank=0.5 as half the parameters (e.g. ranks (49, 49, 2, 2) for a
-              64x64x3x3 kernel), robench as half of each channel mode ((32, 32, 3, 3)).
+              64x64x3x3 kernel), robench as half of each channel mode ((32, 32, 3, 3)), so
+              the two do different work;
+4. tltorch=ranks  the same, given robench's Tucker ranks layer by layer ((32, 32, 3, 3) for
+              that kernel): the like-for-like comparison. Both ratios are printed,
+              robench/tltorch and robench/tltorch=ranks. (tltorch randomizes modes of size > 3
+              only; robench every channel mode of rank > 1: the first conv's 3 input channels,
+              rank 2, are randomized by robench alone.)
               By default the tltorch layers are randomly initialized (decompose_weights=False):
               the HOOI decomposition of the dense weights takes about a minute on 2 cores and
               does not change the step time; --tltorch-decompose does it anyway.
@@ -57,7 +63,7 @@ from torch import nn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from robench.defenses.tensor_dropout import TensorDropout  # noqa: E402
-from robench.layers.tucker import TuckerConv2d  # noqa: E402
+from robench.layers.tucker import TuckerConv2d, ranks_for  # noqa: E402
 from robench.models import build_model  # noqa: E402
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -76,17 +82,20 @@ def robench_model(base: nn.Module, theta: float, rank: float, implementation: st
     return model
 
 
-def tltorch_model(base: nn.Module, theta: float, rank: float, decompose: bool = False) -> nn.Module | None:
+def tltorch_model(base: nn.Module, theta: float, rank: float, decompose: bool = False, same_ranks: bool = False) -> nn.Module | None:
+    """tltorch's Tucker layers at `rank` as tltorch reads it (a fraction of the parameters), or,
+    with `same_ranks`, at the per-mode Tucker ranks robench gives the same layer."""
     try:
         import tltorch
     except ImportError as err:  # optional dependency
-        print(f"tltorch not importable ({err}); skipping the tltorch variant (pip install tensorly-torch)")
+        print(f"tltorch not importable ({err}); skipping the tltorch variants (pip install tensorly-torch)")
         return None
     model = copy.deepcopy(base)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Conv2d):
-                layer = tltorch.FactorizedConv.from_conv(child, rank=rank, factorization="tucker", decompose_weights=decompose)
+                layer_rank = ranks_for(child.weight.shape, rank) if same_ranks else rank
+                layer = tltorch.FactorizedConv.from_conv(child, rank=layer_rank, factorization="tucker", decompose_weights=decompose)
                 tltorch.tensor_dropout(layer.weight, p=1.0 - theta)
                 setattr(parent, name, layer.to(child.weight.device))
     return model
@@ -120,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--theta", type=float, default=0.9, help="keep probability")
     parser.add_argument("--rank", type=float, default=0.5)
     parser.add_argument("--no-optimizer", action="store_true", help="time forward + backward only")
-    parser.add_argument("--no-tltorch", action="store_true", help="skip the tltorch variant")
+    parser.add_argument("--no-tltorch", action="store_true", help="skip the tltorch variants")
     parser.add_argument("--tltorch-decompose", action="store_true", help="initialize tltorch layers by Tucker decomposition (slow)")
     parser.add_argument("--robench-impl", choices=("auto", "reconstructed", "factorized"), default="auto",
                         help="TuckerConv2d.implementation for the robench variant")
@@ -143,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         tl_model = tltorch_model(base, args.theta, args.rank, args.tltorch_decompose)
         if tl_model is not None:
             variants["tltorch"] = tl_model
+            variants["tltorch=ranks"] = tltorch_model(base, args.theta, args.rank, args.tltorch_decompose, same_ranks=True)
 
     if args.compile:
         variants["dense+compile"] = copy.deepcopy(base)
@@ -178,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'variant':<16} {'median s/step':>14} {'min':>8} {'max':>8} {'median CPU s/step':>18}")
     for name in names:
         print(f"{name:<16} {med[name]:>14.4f} {min(wall[name]):>8.4f} {max(wall[name]):>8.4f} {med_cpu[name]:>18.4f}")
-    pairs = [("robench", "dense"), ("tltorch", "dense"), ("robench", "tltorch"),
+    pairs = [("robench", "dense"), ("tltorch", "dense"), ("tltorch=ranks", "dense"), ("robench", "tltorch"), ("robench", "tltorch=ranks"),
              ("robench+compile", "robench"), ("dense+compile", "dense"), ("robench+compile", "dense+compile")]
     print(f"{'ratio':<32} {'wall':>7} {'CPU':>7}")
     for a, b in pairs:

@@ -39,7 +39,7 @@ class TrainConfig:
     arch: str = "small-cnn"
     defense: str = "none"
     defense_params: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
+    epochs: int | None = None
     optimizer: str = "sgd"
     lr: float | None = None
     momentum: float = 0.9
@@ -68,6 +68,13 @@ class TrainConfig:
                 raise RobenchError(f"{option} must be a non-empty name, got {text!r}")
         if not isinstance(self.defense_params, dict):
             raise RobenchError(f"defense parameters must be a mapping like {{'theta': 0.8}}, got {self.defense_params!r}")
+        if self.epochs is None or (self.lr is None and self.optimizer == "sgd"):
+            # Unset: the defense's own defaults where it has them (Defense.default_epochs / default_lr).
+            stack = defense_stack(self.defense, self.defense_params)
+            if self.epochs is None:
+                self.epochs = stack.default_epochs or 10
+            if self.lr is None and self.optimizer == "sgd":
+                self.lr = stack.default_lr
         if isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs < 1:
             raise RobenchError(f"--epochs must be >= 1, got {self.epochs}")
         integer("--epochs", self.epochs, 1, 100_000)

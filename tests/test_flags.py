@@ -240,7 +240,10 @@ ALL_BAD = [
     row("square", E16, 0.05),
     row("pgd", E128, 0.60),
     row("pgd", E8, 0.05, eot=10), row("pgd", E8, 0.02, bpda=True), row("pgd", E8, 0.35, restarts=10),
+    # What robench measures on the model (probes, detected randomness) and the convergence check.
+    row("bim", E16, 0.40, stochastic_by="detected", zero_gradients=0.9, saturated=0.8, converged=False, converged_drop=0.2),
 ]
+PROBED = {"undeclared-randomness", "zero-gradients", "saturated-logits", "not-converged"}
 
 
 def test_every_flag_can_fire_at_once():
@@ -253,8 +256,12 @@ def test_every_flag_can_fire_at_once():
     ("restarts", {"restarts-lower-accuracy"}),
     ("train_mode_left", {"train-mode-left"}),
     ("threat_model", {"transfer-stronger-than-white-box"}),
-    ("robust_acc", set(FLAG_DOCS) - {"train-mode-left"}),
-    ("eps", set(FLAG_DOCS) - {"train-mode-left"}),
+    ("robust_acc", set(FLAG_DOCS) - {"train-mode-left"} - PROBED),
+    ("eps", set(FLAG_DOCS) - {"train-mode-left"} - PROBED),
+    ("stochastic_by", {"undeclared-randomness"}),
+    ("zero_gradients", {"zero-gradients"}),
+    ("saturated", {"saturated-logits"}),
+    ("converged", {"not-converged"}),
     ("checkpoint", set(FLAG_DOCS)),
     ("attack", set(FLAG_DOCS)),
 ])

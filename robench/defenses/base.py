@@ -112,6 +112,11 @@ class Defense:
     params: ClassVar[tuple[Param, ...]] = ()
     differentiable: ClassVar[bool] = True
     needs_model: ClassVar[bool] = False
+    # What `robench train` runs when the user gives no --epochs / no SGD --lr: a defense that
+    # does not train well from scratch on the common defaults (10 epochs, lr 0.1) names its own,
+    # chosen from measurements on digits (docs/defenses.md). None: the common default.
+    default_epochs: ClassVar[int | None] = None
+    default_lr: ClassVar[float | None] = None
 
     @property
     def preprocess_in_training(self) -> bool:
@@ -189,6 +194,18 @@ class DefenseStack:
         for part in self.parts:
             merged.update(part.param_values)
         return merged
+
+    @property
+    def default_epochs(self) -> int | None:
+        """The longest of the parts' own defaults: each part gets at least what it needs."""
+        own = [p.default_epochs for p in self.parts if p.default_epochs is not None]
+        return max(own) if own else None
+
+    @property
+    def default_lr(self) -> float | None:
+        """The smallest of the parts' own defaults: the part that needs a gentler rate sets it."""
+        own = [p.default_lr for p in self.parts if p.default_lr is not None]
+        return min(own) if own else None
 
     def build(self, model: nn.Module, pretrained: bool = False) -> nn.Module:
         for part in self.parts:
