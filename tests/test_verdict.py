@@ -62,6 +62,7 @@ def new_flags(rows) -> set[str]:
     return {flag.id for flag in compute_flags(pd.DataFrame(list(rows)))} & (NEW_FLAGS | {NOT_CONVERGED})
 
 
+@pytest.mark.slow
 def test_verdict_on_an_undefended_model_matches_a_strong_pgd(base, examples):
     rows = robench.evaluate(base, "digits", suite="pgd", eps=EPS, n=N)
     by_attack = {r["attack"]: r for r in rows}
