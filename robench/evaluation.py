@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from robench.attacks import TARGET_MODES, AttackSettings, AttackSpec
-from robench.attacks.straight_through import StraightThrough
+from robench.attacks.straight_through import KeepConnected, StraightThrough
 from robench.attacks.threats import THREATS, attacker_view
 from robench import verdict
 from robench.cells import Block, Cells, block_seed
@@ -64,6 +64,8 @@ class AttackRun:
     ste: str | None = None
     # (i, k): compute only shard i of k (1-based) of the blocks; (0, 0) computes none (merge).
     shard: tuple[int, int] = (1, 1)
+    # BPDA through every preprocess, even one declared differentiable (--force-bpda).
+    force_bpda: bool = False
     # robench's own verdict (issue 11): add a reliable attack when the suite has none.
     verdict: bool = True
     # Re-run scheduled iterative attacks with 5x steps and 5 restarts on <= 100 examples.
@@ -81,6 +83,8 @@ class AttackRun:
         for name, value, cap in (("--steps", self.steps, 10**6), ("--restarts", self.restarts, 10**4), ("--runs", self.runs, 10**4), ("--eot", self.eot, 10**4)):
             if value is not None and value > cap:
                 raise RobenchError(f"{name} must be <= {cap:,}, got {value}")
+        if self.force_bpda and self.bpda is False:
+            raise RobenchError("--force-bpda and --no-bpda contradict each other; drop one")
         if self.step_size is not None and not 0 < self.step_size <= 1:
             raise RobenchError(f"--step-size must be in (0, 1], got {self.step_size}")
         if self.threat not in THREATS:
@@ -344,7 +348,8 @@ def _attack_setup(crafting: Target, threat: str, plan: AttackRun, x_all: torch.T
     """Probe the model, pick the verdict's additions and build the attacker's views. The view
     depends on the attack only through whether it brings its own EOT; one per kind avoids
     re-copying the model (omniscient) for every attack of the suite."""
-    view_by_eot = {False: attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, False, crafting.stochastic_by)}
+    bpda = "force" if plan.force_bpda else plan.bpda
+    view_by_eot = {False: attacker_view(crafting.model, crafting.defense, threat, plan.eot, bpda, False, crafting.stochastic_by)}
     # Masking is measured on what the attacks differentiate (BPDA and EOT included).
     probes = probe(view_by_eot[False].model, x_all[: plan.batch_size].to(device), y_all[: plan.batch_size].to(device))
     straight = probes.masked_gradients and plan.bpda is not False and _straight_through_helps(view_by_eot[False].model, x_all, y_all, plan, device)
@@ -352,10 +357,13 @@ def _attack_setup(crafting: Target, threat: str, plan: AttackRun, x_all: torch.T
     added = verdict.additions(plan.suite, crafting.stochastic, masked) if plan.verdict else []
     suite = [*plan.suite, *(a.spec for a in added)]
     for own in {s.own_eot for s in suite} - {False}:
-        view_by_eot[own] = attacker_view(crafting.model, crafting.defense, threat, plan.eot, plan.bpda, own, crafting.stochastic_by)
+        view_by_eot[own] = attacker_view(crafting.model, crafting.defense, threat, plan.eot, bpda, own, crafting.stochastic_by)
     if straight:
         for own, view in view_by_eot.items():
             view_by_eot[own] = replace(view, model=StraightThrough(view.model).eval(), bpda=True)
+    elif probes.disconnected:
+        for own, view in view_by_eot.items():
+            view_by_eot[own] = replace(view, model=KeepConnected(view.model).eval())
     views = {spec.name: view_by_eot[spec.own_eot] for spec in suite}
     notes = [n for own in {s.own_eot for s in suite} for n in view_by_eot[own].notes] + [f"verdict adds {a.spec.name}: {a.why}" for a in added]
     if straight:

@@ -32,6 +32,7 @@ MOST = 0.5
 class Probes:
     zero_gradients: float  # share of examples with a vanishing input gradient
     saturated: float  # share of examples with a one-hot softmax (1.0 when outputs are probabilities)
+    disconnected: bool = False  # the output does not depend on the input in autograd's graph at all
 
     @property
     def masked_gradients(self) -> bool:
@@ -52,7 +53,7 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probes:
     with torch.enable_grad():
         logits = model(x)
         loss = F.cross_entropy(logits.float(), y, reduction="sum")
-        grad = torch.autograd.grad(loss, x, allow_unused=True)[0]
+        grad = torch.autograd.grad(loss, x, allow_unused=True)[0] if loss.requires_grad else None
     torch.set_rng_state(state)
     if cuda_state is not None:
         torch.cuda.set_rng_state_all(cuda_state)
@@ -60,7 +61,7 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Probes:
     zero = (norms <= GRADIENT_FLOOR).double().mean().item()
     out = logits.detach().double()
     if bool((out >= 0).all()) and torch.allclose(out.sum(1), torch.ones(len(out), dtype=out.dtype), atol=1e-5):
-        return Probes(zero, 1.0)
+        return Probes(zero, 1.0, grad is None)
     top2 = out.topk(2, dim=1).values if out.shape[1] > 1 else torch.cat([out, out], 1)
     saturated = ((top2[:, 0] - top2[:, 1]) > SATURATION_MARGIN).double().mean().item()
-    return Probes(zero, saturated)
+    return Probes(zero, saturated, grad is None)

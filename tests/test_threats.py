@@ -214,3 +214,34 @@ def test_bad_attack_settings(trained, cli, args, fragment):
     result = cli("attack", "-c", "base", "--n", "8", *args)
     assert result.exit_code == 2, result.output
     assert fragment in result.stderr and "Traceback" not in result.output
+
+
+class ThresholdDeclaredDifferentiable(Defense):
+    """Test-only: a hard threshold whose declaration (differentiable) is wrong; torch.where has
+    no gradient to x, and it is no op the automatic straight-through knows."""
+
+    name = "threshold-lies"
+    summary = "test only"
+    differentiable = True
+
+    def preprocess(self, x):
+        return torch.where(x > 0.5, torch.ones_like(x), torch.zeros_like(x))
+
+
+def test_force_bpda_crosses_a_preprocess_declared_differentiable(workspace, cli, monkeypatch):
+    from robench import registry
+    from robench.training import TrainConfig, train
+
+    registry.defenses()
+    monkeypatch.setitem(registry.defenses(), "threshold-lies", ThresholdDeclaredDifferentiable)
+    train(TrainConfig(epochs=4, defense="threshold-lies"), workspace, name="thr")
+    common = ["attack", "-c", "thr", "--suite", "bim", "--eps", "64/255", "--n", "60"]
+    trusted, forced = cli(*common), cli(*common, "--force-bpda")
+    assert trusted.exit_code == 0 and forced.exit_code == 0, forced.output
+    assert "--force-bpda: every preprocess of threshold-lies is crossed" in forced.stderr
+    plain, bpda = rows_of(workspace)
+    assert (plain["bpda"], bpda["bpda"]) == ("False", "True")
+    # Trusting the declaration, BIM follows a zero gradient and moves nothing.
+    assert float(plain["robust_acc"]) == pytest.approx(float(plain["clean_acc"]), abs=0.02)
+    assert float(bpda["robust_acc"]) < float(plain["robust_acc"]) - 0.2
+    assert cli(*common, "--force-bpda", "--no-bpda").exit_code == 2

@@ -41,3 +41,16 @@ class StraightThrough(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with _StraightThroughMode():
             return self.model(x)
+
+
+class KeepConnected(nn.Module):
+    """`model` plus 0 * x, so that an output autograd cannot trace back to the input (a hard
+    threshold, a detached preprocess) has a zero gradient instead of making the attack raise."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out + 0 * x.flatten(1).sum(1, keepdim=True) if x.requires_grad else out

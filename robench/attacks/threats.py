@@ -46,9 +46,10 @@ class AttackerView:
     notes: list[str]
 
 
-def attacker_view(model: nn.Module, stack: DefenseStack, threat: str, eot: int | None, bpda: bool | None, own_eot: bool = False,
+def attacker_view(model: nn.Module, stack: DefenseStack, threat: str, eot: int | None, bpda: bool | str | None, own_eot: bool = False,
                   stochastic_by: str | None = None) -> AttackerView:
-    """The model an attack differentiates through. `eot` / `bpda` None mean: on where needed.
+    """The model an attack differentiates through. `eot` / `bpda` None mean: on where needed;
+    `bpda` "force" crosses every preprocess straight-through, declared differentiable or not.
 
     `stochastic_by` is "detected" when the model's randomness was found by running it although
     its defense declares none; EOT then applies as for a declared random defense."""
@@ -71,9 +72,12 @@ def attacker_view(model: nn.Module, stack: DefenseStack, threat: str, eot: int |
         notes.append(f"gray-box: crafting on the network without the {stack.spec} preprocessing")
         use_bpda = False
     else:
-        needs_bpda = preprocessing and not stack.differentiable
-        use_bpda = needs_bpda if bpda is None else (bpda and needs_bpda)
-        if use_bpda:
+        needs_bpda = preprocessing and (not stack.differentiable or bpda == "force")
+        use_bpda = needs_bpda if bpda is None else (bool(bpda) and needs_bpda)
+        if use_bpda and bpda == "force":
+            view = model.with_bpda(force=True)
+            notes.append(f"--force-bpda: every preprocess of {stack.spec} is crossed straight-through, declared differentiable or not")
+        elif use_bpda:
             view = model.with_bpda()
             notes.append(f"{stack.spec} preprocessing is not differentiable: gradients use BPDA")
     samples = 1

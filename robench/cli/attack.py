@@ -61,6 +61,7 @@ def attack(
     batch_size: int = typer.Option(256, "--batch-size", help="Examples per block: the unit each random draw is seeded by, and that is saved and resumed."),
     shard: Optional[str] = typer.Option(None, "--shard", help="I/K: compute only shard I of K of the blocks (run all K, in any order or place; the last one writes the rows).", show_default=False),
     merge: bool = typer.Option(False, "--merge", help="Compute nothing: write the rows from the finished shards (same arguments as the shards)."),
+    force_bpda: bool = typer.Option(False, "--force-bpda", help="BPDA through every defense's preprocess, even one declared differentiable (a declaration is not trusted)."),
     verdict: bool = typer.Option(True, "--verdict/--no-verdict", help="Add a reliable attack (APGD-CE + APGD-T, aa-rand for a random model, Square when gradients are masked) when the suite has none, for robench's verdict row per eps; --no-verdict marks a verdict without one weak."),
     convergence_check: bool = typer.Option(True, "--convergence-check/--no-convergence-check", help="Re-run BIM/PGD/MI-FGSM/EOT-PGD with 5x the steps and 5 restarts on min(n, 100) examples; flag rows whose accuracy still drops (not-converged)."),
     fresh: bool = typer.Option(False, "--fresh", help="Discard this checkpoint's saved blocks and start over."),
@@ -92,7 +93,7 @@ def attack(
         step_size=parse_eps(step_size, "--step-size") if step_size else None, batch_size=batch_size, threat=threat,
         eot=eot, bpda=bpda, restarts=restarts, targeted=targeted, norm=norm, source=source,
         options=parse_attack_options(attack_opt or [], specs), ste=ste, shard=parse_shard(shard, merge),
-        verdict=verdict, convergence_check=convergence_check,
+        verdict=verdict, convergence_check=convergence_check, force_bpda=force_bpda,
     )
     rows = attack_checkpoint(ws, checkpoint, plan, data_dir=_data_dir(data_dir), download=download, dataset=dataset, device=device, console=err, fresh=fresh)
     if rows is None:

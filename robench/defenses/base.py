@@ -256,15 +256,19 @@ class Preprocessed(nn.Module):
     def differentiable(self) -> bool:
         return all(d.differentiable for d in self._defenses)
 
-    def with_bpda(self) -> "Preprocessed":
-        """The same pipeline with BPDA backward passes, sharing its modules (the attacker's view)."""
-        return Preprocessed(list(self._defenses), self.model, bpda=True)
+    def with_bpda(self, force: bool = False) -> "Preprocessed":
+        """The same pipeline with BPDA backward passes, sharing its modules (the attacker's view);
+        `force` crosses every defense's preprocess straight-through, declared differentiable or not."""
+        view = Preprocessed(list(self._defenses), self.model, bpda=True)
+        view.force_bpda = force
+        return view
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for defense in self._defenses:
             if self.training and not defense.preprocess_in_training:
                 continue
-            x = _straight_through(defense, x, self.model) if self.bpda and not defense.differentiable else _apply(defense, x, self.model)
+            crossed = self.bpda and (not defense.differentiable or getattr(self, "force_bpda", False))
+            x = _straight_through(defense, x, self.model) if crossed else _apply(defense, x, self.model)
         return self.model(x)
 
 
