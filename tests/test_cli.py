@@ -167,7 +167,7 @@ def test_help_hints_of_known_options(cli, monkeypatch):
     assert "default: 10; 1 = the papers' non-adaptive attack" in attack
     assert "digits 16/255,32/255" in attack and "mnist 0.1,0.2,0.3" in attack
     train = _flat(cli("train", "--help").output)
-    assert "default: 0.1 for sgd, 1e-3 for adam" in train
+    assert "default: 1e-3 for adam; for sgd 0.1" in train
     assert "env: ROBENCH_WORKSPACE" in train and "env: ROBENCH_DATA" in train
 
 

@@ -46,6 +46,17 @@ def _check_misspelled(ctx: typer.Context, defense: str, values: dict[str, Any]) 
                 raise RobenchError(f"no such option {option}{hint} (see `robench train --help`)")
 
 
+def _own_defaults(attribute: str, common: str) -> str:
+    """`common`, then the defenses that train with their own value (`10; tensor-dropout 20`)."""
+    try:
+        from robench.registry import defenses
+
+        own = [f"{name} {getattr(cls, attribute)}" for name, cls in sorted(defenses().items()) if getattr(cls, attribute) is not None]
+    except RobenchError:
+        own = []
+    return "; ".join([common, *own])
+
+
 def _defense_epilog() -> str:
     try:
         from robench.registry import defenses
@@ -75,8 +86,8 @@ def train(
     defense: str = typer.Option("none", "--defense", "-d", help="Defense name; combine with '+' (see `robench list defenses`)."),
     dataset: str = typer.Option("digits", "--dataset", help="digits, mnist, fashion-mnist, cifar10, cifar100, svhn or npz:PATH."),
     arch: str = typer.Option("small-cnn", "--arch", help="small-cnn, lenet, resnet18, vgg16, vgg19, torchvision:NAME, timm:NAME or python:PKG.MODULE:FACTORY."),
-    epochs: int = typer.Option(10, "--epochs", help="Training epochs."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate [default: 0.1 for sgd, 1e-3 for adam].", show_default=False),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help=f"Training epochs [default: {_own_defaults('default_epochs', '10')}].", show_default=False),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Learning rate [default: 1e-3 for adam; for sgd {_own_defaults('default_lr', '0.1')}].", show_default=False),
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size."),
     optimizer: str = typer.Option("sgd", "--optimizer", help="sgd (momentum 0.9) or adam."),
     weight_decay: float = typer.Option(5e-4, "--weight-decay", help="Weight decay (the paper's CIFAR-10 recipe uses 1e-6)."),
