@@ -291,7 +291,7 @@ def verdict_notes(df: pd.DataFrame) -> dict[str, list[str]]:
         set_by, weak = attack_option(row["attack_options"], "set_by"), attack_option(row["attack_options"], "weak")
         text = f"{row['checkpoint']} verdict {eps_label(row['eps'])}: set by {set_by or '?'}"
         if weak:
-            text += " (weak: no reliable attack ran; drop --no-verdict)"
+            text += " (weak: no reliable attack ran; turn the verdict on)"
         notes.setdefault(str(row["dataset"]), []).append(text)
     return notes
 

@@ -37,7 +37,7 @@ def test_digits_baseline_learns(workspace):
 def test_resume_continues_from_last_completed_epoch(workspace, monkeypatch):
     # Milestones at epochs 1 and 2: the resumed epoch 2 runs at the once-decayed lr only if the
     # scheduler is positioned at the resumed epoch.
-    config = dict(epochs=3, schedule=[1, 2], defense="tensor-dropout", defense_params={"theta": 0.9})
+    config = dict(epochs=3, schedule=[1, 2], lr=0.1, defense="tensor-dropout", defense_params={"theta": 0.9})
     straight = train(TrainConfig(**config), workspace, name="straight")
 
     import robench.training as train_module

@@ -51,7 +51,7 @@ def _own_defaults(attribute: str, common: str) -> str:
     try:
         from robench.registry import defenses
 
-        own = [f"{name} {getattr(cls, attribute)}" for name, cls in sorted(defenses().items()) if getattr(cls, attribute) is not None]
+        own = [f"{name} {getattr(cls, attribute)}" for name, cls in sorted(defenses().items()) if getattr(cls, attribute, None) is not None]
     except RobenchError:
         own = []
     return "; ".join([common, *own])
