@@ -34,7 +34,7 @@ TRAINED_DEFENSES = [
 def test_each_defense_trains_saves_and_loads(spec, params, workspace):
     from robench.training import TrainConfig, train
 
-    result = train(TrainConfig(defense=spec, defense_params=params, epochs=1, train_size=128, batch_size=64, eval_runs=2), workspace, name="m")
+    result = train(TrainConfig(defense=spec, defense_params=params, epochs=1, train_size=128, batch_size=64, eval_runs=2, lr=0.1), workspace, name="m")
     assert result.meta["status"] == "complete"
     assert 0.1 < result.meta["clean_acc"] <= 1.0  # 128 images, 2 batches: above chance, not more
     loaded = load_checkpoint(workspace, "m")
