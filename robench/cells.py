@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+from safetensors import safe_open
 
 from robench.errors import RobenchError
 from robench.workspace import atomic_save_tensors, atomic_write_bytes, load_tensors
@@ -64,16 +65,20 @@ class Cells:
         assert self.root is not None
         return self.root / cell / f"block-{start:09d}.safetensors"
 
+    def has(self, cell: str, start: int) -> bool:
+        """Is the block done? A stat, not a read: the loops ask this for every block."""
+        if self.root is None:
+            return (cell, start) in self._memory
+        return self._path(cell, start).is_file()
+
     def get(self, cell: str, start: int) -> Block | None:
         if self.root is None:
             return self._memory.get((cell, start))
         path = self._path(cell, start)
         if not path.is_file():
             return None
-        tensors = load_tensors(path)
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as handle:
+        tensors = load_tensors(path)  # a damaged file gets its one-line error here
+        with safe_open(str(path), "pt") as handle:  # the header only: the block's seconds and passes
             info = json.loads(handle.metadata()["info"])
         return Block(tensors["correct"].bool(), tensors.get("linf"), tensors.get("l2"), **info)
 
@@ -88,7 +93,7 @@ class Cells:
         atomic_save_tensors(self._path(cell, start), tensors, metadata={"info": json.dumps(info)})
 
     def count(self, cell: str, starts: list[int]) -> int:
-        return sum(self.get(cell, s) is not None if self.root is None else self._path(cell, s).is_file() for s in starts)
+        return sum(self.has(cell, s) for s in starts)
 
     @contextlib.contextmanager
     def _locked(self, cell: str) -> Iterator[None]:

@@ -244,7 +244,7 @@ def run_attacks(
     with progress:
         task = progress.add_task(f"attack {ellipsize(name)}: clean", total=len(mine) * (1 + len(jobs)))
         for start in mine:
-            if cells.get(clean_cell, start) is None:
+            if not cells.has(clean_cell, start):
                 torch.manual_seed(block_seed(plan.seed, "clean", start))
                 x, y = x_all[start : start + plan.batch_size].to(device), y_all[start : start + plan.batch_size].to(device)
                 cells.put(clean_cell, start, Block(correct_matrix(target.model, x, y, runs).cpu()))
@@ -257,7 +257,7 @@ def run_attacks(
             cache = cache_path(job.spec, job.settings) if source is not None and cache_path is not None else None
             for start in mine:
                 progress.update(task, description=f"{ellipsize(name)}: {label}")
-                if cells.get(job.cell, start) is None:
+                if not cells.has(job.cell, start):
                     x, y = x_all[start : start + plan.batch_size].to(device), y_all[start : start + plan.batch_size].to(device)
                     seed = block_seed(plan.seed, job.spec.name, job.eps, start)
                     cells.put(job.cell, start, _attack_block(job, plan.restarts, view, target, x, y, runs, seed, cache, start, report))
