@@ -19,6 +19,7 @@ from robench.cells import Cells
 from robench.checkpoint import LoadedCheckpoint, load_checkpoint
 from robench.data import DATASETS, load_dataset, subset
 from robench.errors import RobenchError
+from robench.distributed import main_first, quiet_unless_main, rank_device, split_evaluation
 from robench.evaluation import AttackRun, Target, run_attacks
 from robench.metrics import accuracy_over_runs, resolve_device, versions
 from robench.models import ARCHITECTURES, EXTERNAL_PREFIXES, build_model
@@ -91,8 +92,8 @@ def evaluate(
     Every random draw is seeded per block of `batch_size` examples, so the rows do not depend
     on where the work stopped or resumed.
     """
-    console = console or Console(stderr=True, quiet=True)
-    torch_device = resolve_device(device)
+    console = quiet_unless_main(console or Console(stderr=True, quiet=True))
+    torch_device = rank_device(resolve_device(device))
     if not isinstance(model, nn.Module):
         raise RobenchError(f"evaluate() needs an nn.Module, got {type(model).__name__}")
     x_all, y_all, dataset_name = _test_data(data, dataset, data_dir)
@@ -115,12 +116,14 @@ def evaluate(
     }
     target = Target.of(model, stack, info, probe)
     if workspace is None:
-        return Results(run_attacks(target, x_all, y_all, plan, torch_device, console))
+        return Results(split_evaluation(plan, torch_device, lambda part, _: run_attacks(target, x_all, y_all, part, torch_device, console), memory_only=True))
     ws = _as_workspace(workspace)
     cells = Cells(ws.inside(ws.cells / info["checkpoint"]))
     if fresh:
-        cells.discard()
-    return Results(run_attacks(target, x_all, y_all, plan, torch_device, console, cells=cells, on_row=lambda row: ws.append_results([row])))
+        main_first(cells.discard, torch_device)
+    append = lambda row: ws.append_results([row])  # noqa: E731
+    return Results(split_evaluation(plan, torch_device, lambda part, write: run_attacks(
+        target, x_all, y_all, part, torch_device, console, cells=cells, on_row=append if write else None)))
 
 
 def train(

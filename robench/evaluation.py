@@ -36,6 +36,7 @@ from robench.probes import Probes, probe
 from robench.checkpoint import LoadedCheckpoint, load_checkpoint
 from robench.defenses.base import DefenseStack
 from robench.data import load_dataset, subset
+from robench.distributed import main_first, quiet_unless_main, rank_device, split_evaluation
 from robench.errors import Interrupted, RobenchError, unknown_name
 from robench.layers.xnor import STE_CHOICES, set_ste
 from robench.metrics import resolve_device, versions
@@ -594,8 +595,8 @@ def attack_checkpoint(
     """Attack checkpoint `name` under `plan`: rows are appended to the workspace CSV as each
     attack completes, and returned (None while other shards of `plan.shard` are unfinished).
     Finished blocks live in WORKSPACE/cells/NAME; `fresh` discards them first."""
-    console = console or Console(stderr=True)
-    torch_device = resolve_device(device)
+    console = quiet_unless_main(console or Console(stderr=True))
+    torch_device = rank_device(resolve_device(device))
     loaded = load_checkpoint(workspace, name, torch_device)
     meta = loaded.meta
     data = load_dataset(dataset or meta["dataset"], data_dir, download)
@@ -615,9 +616,11 @@ def attack_checkpoint(
     cache = lambda spec, settings: _cache_path(workspace, plan, spec, settings, data.name, len(y_all))  # noqa: E731
     cells = Cells(workspace.inside(workspace.cells / name))
     if fresh:
-        cells.discard()
+        main_first(cells.discard, torch_device)
+    append = lambda row: workspace.append_results([row])  # noqa: E731
     try:
-        return run_attacks(target, x_all, y_all, plan, torch_device, console, source, cache, cells, on_row=lambda row: workspace.append_results([row]))
+        return split_evaluation(plan, torch_device, lambda part, write: run_attacks(
+            target, x_all, y_all, part, torch_device, console, source, cache, cells, on_row=append if write else None))
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted: finished rows are in {workspace.results_csv} and finished blocks in {cells.root}; re-run the same command to resume (--fresh starts over)") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -21,11 +22,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from robench.checkpoint import bare_model, build_defended, load_state
+from robench.cells import block_seed
 from robench.data import Dataset, load_dataset, subset
+from robench.distributed import Session, barrier, quiet_unless_main, rank_device, session
 from robench.errors import RobenchError
 from robench.metrics import accuracy, accuracy_over_runs, resolve_device, versions
 from robench.parsing import ellipsize
 from robench.registry import defense_stack
+from robench import value_range
 from robench.workspace import Workspace, atomic_save_tensors, committed_files, load_tensors
 
 OPTIMIZERS = ("sgd", "adam")
@@ -224,17 +228,26 @@ def train(
     compile: bool = False,
     console: Console | None = None,
     overwrite: bool = False,
+    sync_bn: bool = False,
 ) -> TrainResult:
     """Train checkpoint `name` under `config` in `workspace`, resuming it if it was interrupted:
-    load, lock, call `fit`, commit every epoch."""
-    console = console or Console(stderr=True)
-    torch_device = resolve_device(device)
+    load, lock, call `fit`, commit every epoch.
+
+    Under torchrun every process calls this: rank 0 alone locks, commits epochs and writes
+    meta.json; the others train their share of each batch and return rank 0's meta."""
+    console = quiet_unless_main(console or Console(stderr=True))
+    torch_device = rank_device(resolve_device(device))
+    current = session(torch_device)
+    main = current is None or current.main
     dataset = load_dataset(config.dataset, data_dir, download)
+    value_range.check_defenses(defense_stack(config.defense, config.defense_params), dataset.value_range, dataset.name)
     # Canonical dataset name first, so `MNIST` and `mnist` give one name and one hash.
     config.dataset = dataset.name
     name = name or config.default_name()
-    with checkpoint_lock(workspace, name):
+    with checkpoint_lock(workspace, name) if main else contextlib.nullcontext():
         existing = _existing_run(workspace, name, config, overwrite)
+        # Every rank has read meta.json before rank 0 can commit an epoch to it.
+        barrier()
         if existing is not None and existing.get("status") == "complete":
             return TrainResult(name, existing, existing["epochs_done"], skipped=True)
         meta = existing or _new_meta(name, config, dataset)
@@ -245,17 +258,27 @@ def train(
         if existing is not None:
             start_epoch = _restore(workspace, name, existing, model, optimizer)
             console.print(f"[yellow]resuming {name!r} from epoch {start_epoch}/{config.epochs}[/]")
-        commit = lambda epoch_model, record: _save(workspace, name, epoch_model, optimizer, meta, record)  # noqa: E731
+        if current is not None:
+            meta["distributed"] = {"processes": current.world_size, "backend": current.backend, "sync_bn": sync_bn}
+            if not main:
+                # Rank 0 keeps the single-process random stream; every other rank draws its own
+                # dropout masks and attack starts (a function of the rank and the resumed epoch).
+                torch.manual_seed(block_seed(config.seed, "rank", current.rank, start_epoch))
+        commit = (lambda epoch_model, record: _save(workspace, name, epoch_model, optimizer, meta, record)) if main else None
         fit(model, dataset, config, optimizer=optimizer, start_epoch=start_epoch, device=torch_device,
-            compile=compile, console=console, label=name, on_epoch=commit)
-        test_x, test_y = dataset.test_x, dataset.test_y
-        runs = config.eval_runs if meta["stochastic"] else 1
-        clean, clean_std = accuracy_over_runs(model, test_x, test_y, runs, device=torch_device)
-        meta.update({
-            "status": "complete", "clean_acc": clean, "clean_acc_std": clean_std, "clean_acc_runs": runs,
-            "versions": versions(),
-        })
-        _save(workspace, name, model, optimizer, meta)
+            compile=compile, console=console, label=name, on_epoch=commit, sync_bn=sync_bn)
+        if main:
+            test_x, test_y = dataset.test_x, dataset.test_y
+            runs = config.eval_runs if meta["stochastic"] else 1
+            clean, clean_std = accuracy_over_runs(model, test_x, test_y, runs, device=torch_device)
+            meta.update({
+                "status": "complete", "clean_acc": clean, "clean_acc_std": clean_std, "clean_acc_runs": runs,
+                "versions": versions(),
+            })
+            _save(workspace, name, model, optimizer, meta)
+        barrier()
+        if not main:
+            meta = workspace.read_meta(name)
     return TrainResult(name, meta, start_epoch, skipped=False)
 
 
@@ -271,18 +294,28 @@ def fit(
     console: Console | None = None,
     label: str = "model",
     on_epoch: Callable[[nn.Module, dict[str, Any]], None] | None = None,
+    sync_bn: bool = False,
 ) -> list[dict[str, Any]]:
     """The model-in training loop: train `model` (already built with `config.defense`) on
     `dataset`'s training split from `start_epoch` to `config.epochs`, and return one record
     per epoch (lr, loss, test accuracy, seconds). `on_epoch(model, record)` runs after each
     epoch (the workspace commits there). Batches, augmentation and the lr schedule depend only
-    on (seed, epoch), so a run resumed at any epoch continues the same sequence."""
+    on (seed, epoch), so a run resumed at any epoch continues the same sequence.
+
+    Under torchrun the model is wrapped in DistributedDataParallel and `config.batch_size` is
+    the global batch: every rank draws the same shuffled batches and trains on every K-th
+    example of each (rank r on r, r + K, ...), its loss weighted by its share, so the averaged
+    gradient is that of the whole batch, as in one process. A last batch smaller than K is
+    skipped. Batch-norm statistics are per rank unless `sync_bn` (CUDA only); the running
+    statistics kept are rank 0's. Only rank 0 measures test accuracy (the others record nan)."""
     console = console or Console(stderr=True)
     optimizer = optimizer or _optimizer(config, model)
     scheduler = _StepSchedule(optimizer, milestones=config.schedule, gamma=config.gamma)
     _fast_forward(scheduler, start_epoch)
     stack = defense_stack(config.defense, config.defense_params)
-    forward_model = torch.compile(model) if compile else model
+    current = session(torch.device(device))
+    forward_model = data_parallel(model, current, torch.device(device), sync_bn)
+    forward_model = torch.compile(forward_model) if compile else forward_model
     train_x, train_y = subset(dataset.train_x, dataset.train_y, config.train_size, config.seed)
     n_batches = (len(train_x) + config.batch_size - 1) // config.batch_size
     records = []
@@ -303,6 +336,12 @@ def fit(
             forward_model.train()
             loss_sum, seen = 0.0, 0
             for index in _batches(len(train_x), config.batch_size, generator):
+                share = 1.0
+                if current is not None:
+                    if len(index) < current.world_size:
+                        continue
+                    share = len(index[current.rank :: current.world_size]) * current.world_size / len(index)
+                    index = index[current.rank :: current.world_size]
                 x = _augment(dataset, train_x[index], generator).to(device)
                 y = train_y[index].to(device)
                 optimizer.zero_grad(set_to_none=True)
@@ -310,12 +349,12 @@ def fit(
                     loss = stack.loss(forward_model, x, y)
                     if not torch.isfinite(loss):
                         raise RobenchError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr (now {lr})")
-                    loss.backward()
+                    (loss * share if share != 1.0 else loss).backward()
                 optimizer.step()
                 loss_sum += loss.item() * len(y)
                 seen += len(y)
                 progress.update(batch_task, advance=1, status=f"loss {loss_sum / seen:.4f}")
-            test_acc = accuracy(model, dataset.test_x, dataset.test_y, device=device)
+            test_acc = accuracy(model, dataset.test_x, dataset.test_y, device=device) if current is None or current.main else float("nan")
             record = {
                 "epoch": epoch + 1, "lr": lr, "loss": loss_sum / seen, "test_acc": test_acc,
                 "seconds": round(time.perf_counter() - started, 3),
@@ -326,6 +365,23 @@ def fit(
                 on_epoch(model, record)
             progress.update(epochs_task, advance=1, status=f"loss {record['loss']:.4f} test acc {test_acc:.4f}")
     return records
+
+
+def data_parallel(model: nn.Module, current: Session | None, device: torch.device, sync_bn: bool) -> nn.Module:
+    """The module the training loop calls: `model` itself in one process, a
+    DistributedDataParallel around it under torchrun (the parameters stay `model`'s own, so
+    checkpoints hold plain, loadable-anywhere state dicts)."""
+    if current is None:
+        if sync_bn:
+            raise RobenchError("--sync-bn synchronizes batch norm across torchrun processes; start with torchrun --nproc_per_node K or drop it")
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if sync_bn:
+        if device.type != "cuda":
+            raise RobenchError("--sync-bn needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); drop it on CPU")
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def _existing_run(workspace: Workspace, name: str, config: TrainConfig, overwrite: bool) -> dict[str, Any] | None:
@@ -350,6 +406,7 @@ def _new_meta(name: str, config: TrainConfig, dataset: Dataset) -> dict[str, Any
         "num_classes": dataset.num_classes,
         "mean": list(dataset.mean),
         "std": list(dataset.std),
+        "value_range": list(dataset.value_range),
         "normalization": "inside the model: (x - mean) / std on inputs in [0, 1]",
         "defense": config.defense,
         "defense_params": config.defense_params,

@@ -19,6 +19,7 @@ try:  # typer >= 0.22 vendors click
 except ImportError:  # pragma: no cover - older typer, on click
     from click.exceptions import NoSuchOption, UsageError
 
+from robench.distributed import quiet_unless_main
 from robench.errors import Interrupted, RobenchError
 
 # What survives Ctrl-C, per command (attack says it itself, with the paths).
@@ -131,8 +132,9 @@ def _root(
 bench_app = typer.Typer(cls=OneLineErrors, help="Run named suites from benchmarks.toml and check their expected accuracy.", no_args_is_help=True, rich_markup_mode="rich")
 app.add_typer(bench_app, name="bench")
 
-out = Console()
-err = Console(stderr=True)
+# Under torchrun, K processes run the same command: rank 0 alone prints tables and progress.
+out = quiet_unless_main(Console())
+err = quiet_unless_main(Console(stderr=True))
 
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory [env: ROBENCH_WORKSPACE; default: ./robench-workspace].", show_default=False)
 DataDirOpt = typer.Option(None, "--data-dir", help="Where datasets live [env: ROBENCH_DATA; default: ./data].", show_default=False)

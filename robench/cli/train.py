@@ -100,6 +100,7 @@ def train(
     name: Optional[str] = typer.Option(None, "--name", help="Checkpoint name [default: derived from the settings].", show_default=False),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint of the same name trained with other settings (same settings: resume or reuse)."),
     compile: bool = typer.Option(False, "--compile", help="Run the model under torch.compile."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="Under torchrun on GPUs: batch-norm statistics over the global batch (SyncBatchNorm) instead of each process's share."),
     workspace: Optional[Path] = WorkspaceOpt,
     data_dir: Optional[Path] = DataDirOpt,
     download: bool = DownloadOpt,
@@ -125,7 +126,7 @@ def train(
         gamma=gamma, seed=seed, train_size=train_size, init=init,
     )
     ws = _workspace(workspace)
-    result = run_training(config, ws, name=name, data_dir=_data_dir(data_dir), download=download, device=device, compile=compile, console=err, overwrite=overwrite)
+    result = run_training(config, ws, name=name, data_dir=_data_dir(data_dir), download=download, device=device, compile=compile, console=err, overwrite=overwrite, sync_bn=sync_bn)
     meta = result.meta
     verb = "already trained" if result.skipped else "trained"
     std = f" ± {100 * meta['clean_acc_std']:.2f} over {meta['clean_acc_runs']} runs" if meta.get("clean_acc_runs", 1) > 1 else ""
