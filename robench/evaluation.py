@@ -42,6 +42,7 @@ from robench.layers.xnor import STE_CHOICES, set_ste
 from robench.metrics import resolve_device, versions
 from robench.parsing import ellipsize, eps_over_255, parse_bool
 from robench.workspace import ResultRow, Workspace, atomic_save_tensors, load_tensors
+from robench import value_range
 
 
 @dataclass
@@ -220,6 +221,11 @@ def run_attacks(
     its attack is complete, once per cell across resumes and shards. `source` (black-box)
     crafts the examples, cached per block through `cache_path` when given."""
     cells = cells or Cells(None)
+    # torchattacks clamps to [0, 1]: data in another range (waveforms in [-1, 1]) is attacked on
+    # its [0, 1] image and the rows are put back in the data's units (robench.value_range).
+    data_range = value_range.parse(target.info.get("value_range"), target.info.get("dataset"))
+    target, source, x_all, plan = value_range.in_unit(target, source, x_all, plan, data_range)
+    on_row = value_range.on_row_in_data_units(on_row, data_range)
     runs = plan.runs if target.stochastic else 1
     starts = list(range(0, len(y_all), plan.batch_size))
     mine = [] if plan.shard == (0, 0) else starts[plan.shard[0] - 1 :: plan.shard[1]]
@@ -277,7 +283,7 @@ def run_attacks(
     summary = _worst_case_rows(plan, views, [j for j in jobs if not j.added], common) + _verdict_rows(plan, views, jobs, common, crafting.stochastic, masked)
     if on_row is not None and summary:
         cells.publish_once(cells.key("worst-case", {**subset_key, "cells": [job.cell for job in jobs]}), lambda: [on_row(r) for r in summary])
-    return rows + summary
+    return value_range.rows_in_data_units(rows + summary, data_range)
 
 
 def _straight_through_helps(view: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, plan: AttackRun, device: torch.device) -> bool:
@@ -577,6 +583,8 @@ def checkpoint_target(loaded: LoadedCheckpoint, probe: torch.Tensor) -> Target:
     info = {
         "checkpoint": loaded.name, "dataset": meta["dataset"], "arch": meta["arch"], "defense": meta["defense"],
         "defense_params": meta.get("defense_params", {}), "num_classes": meta["num_classes"],
+        # Only when meta.json has one (audio): an older image checkpoint's cell keys stay as they were.
+        **({"value_range": meta["value_range"]} if meta.get("value_range") is not None else {}),
     }
     return Target.of(loaded.model, loaded.defense, info, probe)
 

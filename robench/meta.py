@@ -39,6 +39,8 @@ class CheckpointMeta:
     num_classes: int
     mean: list[float]  # per channel, applied inside the model
     std: list[float]
+    # [low, high] of the inputs (audio: [-1, 1]); absent in older files, which mean [0, 1] images.
+    value_range: list[float] | None = None
     defense_params: dict[str, Any] = field(default_factory=dict)
     format: str = FORMAT
     name: str | None = None
@@ -84,6 +86,7 @@ class CheckpointMeta:
         check.channels("mean", shape[0], positive=False)
         check.channels("std", shape[0], positive=True)
         check.mapping("defense_params")
+        check.value_range("value_range")
         for key in ("name", "status", "normalization", "config_hash", "created", "updated"):
             check.text(key)
         check.boolean("stochastic")
@@ -205,6 +208,13 @@ class _Checker:
         if not ok:
             kind = "positive finite numbers" if positive else "finite numbers"
             raise self.fail(key, f"a list of {kind}, one per input channel ({count})")
+
+    def value_range(self, key: str) -> None:
+        if not self.present(key, False):
+            return
+        value = self.data[key]
+        if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value) and value[0] < value[1]):
+            raise self.fail(key, "[low, high], two finite numbers with low < high")
 
     def records(self, key: str) -> None:
         if self.present(key, False):

@@ -26,6 +26,7 @@ from rich.table import Table
 from robench.attacks.threats import DEFAULT_EOT
 from robench.errors import RobenchError
 from robench.parsing import eps_pixels
+from robench import value_range
 from robench.workspace import RESULT_COLUMNS, ResultRow, Workspace, attack_option
 
 FORMATS = ("table", "csv", "markdown", "json", "html")
@@ -138,6 +139,9 @@ def _normalised(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if missing:
         raise RobenchError(f"{where} lack columns {', '.join(missing)}; move foreign CSVs out of that folder")
     df["timestamp"] = df["timestamp"].astype(str)
+    # Rows written before the value_range column: their dataset's known range ([0, 1] for images).
+    ranges = df["value_range"] if "value_range" in df.columns else pd.Series([None] * len(df), index=df.index)
+    df["value_range"] = [_cell([float(v) for v in value_range.parse(r, d)]) for r, d in zip(ranges, df["dataset"])]
     return df.sort_values("timestamp", kind="stable").drop_duplicates(KEY, keep="last")
 
 
@@ -161,15 +165,24 @@ def _speedups(workspace: Workspace, names) -> dict[str, float]:
     return found
 
 
-def eps_label(eps: float) -> str:
+def eps_label(eps: float, data_range=None) -> str:
+    """`8` (0..255 levels) for [0, 1] images; the plain value in the data's units otherwise."""
     if pd.isna(eps):
         return ""
+    if data_range is not None and not value_range.is_unit(value_range.parse(data_range)):
+        return f"{float(eps):g}"
     return eps_pixels(eps)
+
+
+def eps_scale_text(dataset: str) -> str:
+    """How a dataset's table writes eps: `on the 0..255 scale`, or `in the data's units ([-1, 1])`."""
+    lo, hi = value_range.for_dataset(dataset)
+    return "eps on the 0..255 scale" if value_range.is_unit((lo, hi)) else f"eps in the data's units ([{lo:g}, {hi:g}])"
 
 
 def row_label(row: pd.Series) -> str:
     """`pgd 8`, plus whatever differs from a plain white-box run: `pgd 8 eot10`, `fgsm 8 black-box<-src`."""
-    parts = [str(row["attack"]), eps_label(row["eps"])]
+    parts = [str(row["attack"]), eps_label(row["eps"], row.get("value_range"))]
     if row["norm"] == "L2" and not pd.isna(row["eps"]) and row["attack"] not in {"pgd-l2"}:
         parts.append("L2")
     if row["threat_model"] != "white-box":
@@ -289,7 +302,7 @@ def verdict_notes(df: pd.DataFrame) -> dict[str, list[str]]:
     notes: dict[str, list[str]] = {}
     for _, row in df[df["attack"] == "verdict"].iterrows():
         set_by, weak = attack_option(row["attack_options"], "set_by"), attack_option(row["attack_options"], "weak")
-        text = f"{row['checkpoint']} verdict {eps_label(row['eps'])}: set by {set_by or '?'}"
+        text = f"{row['checkpoint']} verdict {eps_label(row['eps'], row.get('value_range'))}: set by {set_by or '?'}"
         if weak:
             text += " (weak: no reliable attack ran; turn the verdict on)"
         notes.setdefault(str(row["dataset"]), []).append(text)
@@ -300,7 +313,7 @@ def rich_tables(tables: dict[str, pd.DataFrame], notes: dict[str, list[str]] | N
     rendered = []
     for dataset, frame in tables.items():
         caption = "\n".join((notes or {}).get(dataset, [])) or None
-        title = f"{dataset}: accuracy (%) under attack, eps on the 0..255 scale"
+        title = f"{dataset}: accuracy (%) under attack, {eps_scale_text(dataset)}"
         # A narrow table would wrap its title and notes over several lines; rich caps this at
         # the console's width.
         widest = max([len(title), *(len(line) for line in (caption or "").splitlines())])

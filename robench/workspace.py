@@ -74,6 +74,9 @@ class ResultRow:
     seed: int
     versions: dict[str, str]
     timestamp: str
+    # [low, high] of the inputs, in which eps and the mean distances are measured; filled in by
+    # robench.value_range. Files written before this column read as the dataset's known range.
+    value_range: list[float] | None = None
 
     @classmethod
     def checked(cls, values: Mapping[str, Any]) -> dict[str, Any]:

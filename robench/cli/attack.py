@@ -26,7 +26,9 @@ def _default_eps(ws, checkpoint: str) -> str:
     from robench.data import DEFAULT_EPS
 
     dataset = str(ws.read_meta(checkpoint).get("dataset", ""))
-    return DEFAULT_EPS.get(dataset.lower().replace("_", "-"), FALLBACK_EPS)
+    key = dataset.lower().replace("_", "-")
+    # `fsdd:SPEAKER` is FSDD with another split: the same units and budgets.
+    return DEFAULT_EPS.get(key) or DEFAULT_EPS.get(key.partition(":")[0], FALLBACK_EPS)
 
 
 @app.command(epilog=(

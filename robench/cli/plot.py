@@ -138,7 +138,8 @@ def samples(
     path = _target(output, ws, "samples", checkpoint, spec.name, f"eps{eps_pixels(budget)}", f"n{n}", f"seed{seed}")
     plot_samples(grid, path)
     fooled = sum(p != t for p, t in zip(grid.adv_pred, grid.labels))
-    out.print(f"wrote {path} ({grid.rows} rows; {fooled} of {grid.rows} adversarial images misclassified; perturbation shown x{grid.scale:.3g})")
+    shown = "in the data's units" if grid.waveforms else f"x{grid.scale:.3g}"
+    out.print(f"wrote {path} ({grid.rows} rows; {fooled} of {grid.rows} adversarial examples misclassified; perturbation shown {shown})")
 
 
 @plot_app.command("decompose", epilog=(

@@ -17,7 +17,7 @@ def _si(value: float) -> str:
 
 def attack_table(checkpoint: str, rows: Sequence[Mapping[str, Any]]) -> Table:
     """The rows `attack_checkpoint` returned: one line per (attack, eps), accuracies in %."""
-    from robench.parsing import format_eps
+    from robench import value_range
 
     first = rows[0]
     # The title names what was attacked; the protocol goes below, so neither wraps at 80 columns.
@@ -29,7 +29,8 @@ def attack_table(checkpoint: str, rows: Sequence[Mapping[str, Any]]) -> Table:
         table.add_column(column, justify="left" if column == "attack" else "right")
     for row in rows:
         spread = (lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}") if row["runs"] > 1 else (lambda m, s: f"{100 * m:.1f}")
-        eps_text = "-" if row["eps"] is None else format_eps(row["eps"], row["norm"])
+        # Audio budgets are plain values of the waveform's range; images keep the 0..255 scale.
+        eps_text = "-" if row["eps"] is None else value_range.eps_text(row["eps"], value_range.parse(row.get("value_range"), row["dataset"]), row["norm"])
         cells = [row["attack"], eps_text, str(row["steps"] or "-"), str(row["eot"]),
                  spread(row["clean_acc"], row["clean_acc_std"]), spread(row["robust_acc"], row["robust_acc_std"])]
         if row["runs"] > 1:

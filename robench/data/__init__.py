@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from robench.data.audio import load_fsdd, load_speech_commands
 from robench.data.builtin import load_digits, load_torchvision
 from robench.data.dataset import Dataset, channel_stats
 from robench.data.npz import load_npz
@@ -54,6 +55,16 @@ for _name, _summary in (
 ):
     DATASETS.add(_name, partial(_torchvision, _name), _summary)
 del _name, _summary
+def _root(data_dir: str | Path | None) -> Path:
+    return default_data_dir() if data_dir is None else Path(data_dir).expanduser().absolute()
+
+
+DATASETS.add("fsdd", lambda data_dir, download: load_fsdd(_root(data_dir)),
+             "Free Spoken Digit Dataset: 3,000 spoken digits (6 speakers), 1 s waveforms at 16 kHz in [-1, 1]; read from --data-dir (takes 0-4 test)")
+DATASETS.add("fsdd:SPEAKER", lambda speaker, data_dir, download: load_fsdd(_root(data_dir), speaker),
+             "FSDD with one speaker held out as the test set (speaker-disjoint split)", prefix=True)
+DATASETS.add("speech-commands", lambda data_dir, download: load_speech_commands(_root(data_dir), download),
+             "Speech Commands, 12 classes (10 words, unknown, silence), 1 s at 16 kHz in [-1, 1] (pip install 'robench[audio]'; --download)")
 DATASETS.add("npz:PATH", lambda path, data_dir, download: load_npz(path), "your own arrays: x_train,y_train,x_test,y_test or "
              "train_images,train_labels,test_images,test_labels; uint8 or [0,1] float, NHWC/NCHW/NHW", prefix=True)
 
@@ -68,6 +79,9 @@ DEFAULT_EPS: dict[str, str] = {
     "cifar10": "2/255,8/255,16/255",
     "cifar100": "2/255,8/255,16/255",
     "svhn": "2/255,8/255,16/255",
+    # Waveforms in [-1, 1]: Defensive Tensorization's appendix B budgets, in the data's units.
+    "fsdd": "0.008,0.032,0.063",
+    "speech-commands": "0.008,0.032,0.063",
 }
 
 

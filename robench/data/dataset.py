@@ -9,10 +9,11 @@ import torch
 
 @dataclass
 class Dataset:
-    """A whole image-classification dataset held as tensors.
+    """A whole classification dataset held as tensors.
 
-    Images are float32 NCHW in [0, 1]; ``mean``/``std`` are not applied here but
-    baked into the model, so attacks can clip to [0, 1] in pixel space.
+    Inputs are float32 NCHW in ``value_range`` ([0, 1] for images; (-1, 1) for waveforms,
+    stored as (N, 1, 1, samples)); ``mean``/``std`` are not applied here but baked into the
+    model, so attacks work in the data's own range (robench.value_range maps it to [0, 1]).
     """
 
     name: str
@@ -24,6 +25,7 @@ class Dataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    value_range: tuple[float, float] = (0.0, 1.0)
 
     @property
     def in_channels(self) -> int:

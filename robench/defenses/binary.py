@@ -28,7 +28,8 @@ from robench.layers.xnor import STE_CHOICES, XNORConv2d
 
 
 def _is_conv(module: nn.Module) -> bool:
-    return isinstance(module, (nn.Conv2d, TuckerConv2d))
+    # TuckerConv1d is a TuckerConv2d; 1-D convolutions (SoundNet5) are binarized the same way.
+    return isinstance(module, (nn.Conv2d, nn.Conv1d, TuckerConv2d))
 
 
 class Binary(Defense):

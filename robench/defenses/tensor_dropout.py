@@ -1,6 +1,6 @@
 """`tensor-dropout`: Defensive Tensorization (Bulat, Kossaifi et al., BMVC 2021, section 3).
 
-Every Conv2d (and, with --factorize-linear, every Linear) layer is replaced by a Tucker-
+Every Conv2d and Conv1d (and, with --factorize-linear, every Linear) layer is replaced by a Tucker-
 factorized layer whose latent core is randomized by Bernoulli tensor dropout with keep
 probability theta on each mode, freshly sampled on every forward pass, in training and at test
 time. See `robench.layers.tucker` for the sampling and the unbiased rescaling.
@@ -17,6 +17,9 @@ Readings of the paper, where it is silent:
   (rank `rank` x F) and randomized with the same theta; `--drop-spatial` and `--spatial-rank`
   do not apply to it.
 - Grouped convolutions (none in the built-in architectures) are left dense.
+- 1-D convolutions (SoundNet5 on waveforms, appendix B): the (F, C, K) kernel is factorized the
+  same way, its time mode taking the spatial modes' part (`spatial_rank`, `drop_spatial`), with
+  the same 1 / theta^m rescaling; the appendix gives no other rule for audio.
 - Initialization: random (orthonormal factors, Kaiming-scaled core), or from a trained dense
   checkpoint by Tucker decomposition (`robench train --init NAME`), as the paper initializes
   theta < 1 models from a theta = 1 model.
@@ -27,7 +30,7 @@ from __future__ import annotations
 from torch import nn
 
 from robench.defenses.base import Defense, Param, in_unit_interval, one_of
-from robench.layers.tucker import TuckerConv2d, TuckerLinear, TuckerWeight, ranks_for
+from robench.layers.tucker import TuckerConv1d, TuckerConv2d, TuckerLinear, TuckerWeight, ranks_for
 
 
 FACTORIZATIONS = ("tucker", "matrix")
@@ -78,6 +81,9 @@ class TensorDropout(Defense):
         if isinstance(layer, nn.Conv2d) and layer.groups == 1:
             ranks = ranks_for(layer.weight.shape, self.rank, self.spatial_rank)
             return TuckerConv2d(layer, ranks, self.theta, decompose, self.drop_spatial, factor_modes).to(layer.weight.device)
+        if isinstance(layer, nn.Conv1d) and layer.groups == 1:
+            ranks = ranks_for(layer.weight.shape, self.rank, self.spatial_rank)
+            return TuckerConv1d(layer, ranks, self.theta, decompose, self.drop_spatial, factor_modes).to(layer.weight.device)
         if self.factorize_linear and isinstance(layer, nn.Linear):
             ranks = ranks_for(layer.weight.shape, self.rank)
             return TuckerLinear(layer, ranks, self.theta, decompose, factor_modes).to(layer.weight.device)

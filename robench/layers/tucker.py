@@ -283,6 +283,20 @@ class TuckerConv2d(nn.Module):
                 f"implementation={self.implementation}")
 
 
+class TuckerConv1d(TuckerConv2d):
+    """A Conv1d whose kernel (F, C, K) is Tucker-factorized and randomized by tensor dropout, with
+    the same sampling, modes and 1 / theta^m rescaling as TuckerConv2d (the weight is a 3-mode
+    tensor; the time mode plays the spatial modes' part).
+
+    Always "reconstructed": one conv1d with the sampled kernel. The 1-D kernels of SoundNet5 have
+    at most 256 x 128 x 8 entries, so building them is cheap next to convolving 16,000-sample
+    signals, and the factorized path's two extra activations would be the long ones."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        core, factors, scale = self.weight.sample()
+        return F.conv1d(x, _tucker_to_tensor(core, factors, scale), self.bias, self.stride, self.padding, self.dilation)
+
+
 # Cost, in multiply-adds, of one activation entry written and read back by a convolution. On
 # CPU (oneDNN) each conv call also reorders its NCHW input and output to a blocked layout, so the
 # narrow 1x1 convs of the factorized path are memory-bound. Fitted to per-layer forward+backward

@@ -16,6 +16,8 @@ Weights always use the clipped identity: an attacker differentiates with respect
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,7 +53,9 @@ def conv_weight(conv: nn.Module) -> torch.Tensor:
 
 
 class XNORConv2d(nn.Module):
-    """Binarizes the input and the kernel of the wrapped conv (nn.Conv2d or TuckerConv2d)."""
+    """Binarizes the input and the kernel of the wrapped conv: nn.Conv2d or TuckerConv2d, and
+    also nn.Conv1d or TuckerConv1d (the kernel's dimensions say which; K is then A convolved
+    with a 1-D box of the kernel's length). The name stays for the 2-D case it was written for."""
 
     def __init__(self, conv: nn.Module, ste: str = "id") -> None:
         super().__init__()
@@ -61,15 +65,17 @@ class XNORConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv = self.conv
         weight = conv_weight(conv)
-        alpha = weight.abs().mean(dim=(1, 2, 3))
+        spatial = weight.shape[2:]
+        convolve = F.conv1d if len(spatial) == 1 else F.conv2d
+        alpha = weight.abs().mean(dim=tuple(range(1, weight.dim())))
         binary_weight = binary_sign(weight, "id")
-        kh, kw = weight.shape[2:]
-        box = torch.full((1, 1, kh, kw), 1.0 / (kh * kw), dtype=x.dtype, device=x.device)
-        scale = F.conv2d(x.abs().mean(dim=1, keepdim=True), box, None, conv.stride, conv.padding, conv.dilation)
-        out = F.conv2d(binary_sign(x, self.ste), binary_weight, None, conv.stride, conv.padding, conv.dilation)
-        out = out * scale * alpha.view(1, -1, 1, 1)
+        box = torch.full((1, 1, *spatial), 1.0 / math.prod(spatial), dtype=x.dtype, device=x.device)
+        scale = convolve(x.abs().mean(dim=1, keepdim=True), box, None, conv.stride, conv.padding, conv.dilation)
+        out = convolve(binary_sign(x, self.ste), binary_weight, None, conv.stride, conv.padding, conv.dilation)
+        per_channel = (1, -1) + (1,) * len(spatial)
+        out = out * scale * alpha.view(per_channel)
         if conv.bias is not None:
-            out = out + conv.bias.view(1, -1, 1, 1)
+            out = out + conv.bias.view(per_channel)
         return out
 
     def extra_repr(self) -> str:

@@ -13,6 +13,7 @@ from robench.models.lenet import LeNet
 from robench.models.normalize import Normalize
 from robench.models.resnet import ResNet18
 from robench.models.small_cnn import SmallCNN
+from robench.models.soundnet import soundnet5
 from robench.models.external import external_network
 from robench.models.vgg import VGG
 from robench.registry import Registry
@@ -32,6 +33,7 @@ ARCHITECTURES.add("small-cnn", lambda c, k, size: SmallCNN(c, k, size), "3-conv 
 ARCHITECTURES.add("lenet", lambda c, k, size: LeNet(c, k, size), "LeNet with two extra conv layers (BPFC paper's MNIST/Fashion-MNIST model)")
 ARCHITECTURES.add("resnet18", lambda c, k, size: ResNet18(c, k), "ResNet-18, CIFAR variant (3x3 stem, no max-pool)")
 ARCHITECTURES.add("vgg16", lambda c, k, size: VGG("vgg16", c, k, size), "VGG-16 with batch norm, CIFAR variant")
+ARCHITECTURES.add("soundnet5", soundnet5, "SoundNet5: five 1-D convs on raw waveforms (Defensive Tensorization appendix B); for fsdd / speech-commands")
 ARCHITECTURES.add("vgg19", lambda c, k, size: VGG("vgg19", c, k, size), "VGG-19 with batch norm, CIFAR variant")
 
 def _external(prefix: str, name: str, in_channels: int, num_classes: int, image_size: tuple[int, int]) -> nn.Module:
