@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import difflib
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -246,9 +246,16 @@ def check_bounds(run: BenchRun, rows: list[dict[str, Any]]) -> list[str]:
     return failures
 
 
-def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, device: str = "auto", console=None, retrain: bool = False):
+def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, device: str = "auto", console=None, retrain: bool = False,
+              engine_options: Any = None):
     """Train what is missing (a checkpoint with the same config hash is reused), attack every
-    run, and return (all result rows, failed bounds)."""
+    run, and return (all result rows, failed bounds). With `engine_options` (robench.executors)
+    the suite runs as a graph of jobs on a process pool, Ray or SLURM; one local worker runs
+    it here, in this process."""
+    from robench.executors import cores
+
+    if engine_options is not None and (engine_options.executor != "local" or (engine_options.max_parallel or cores()) > 1):
+        return run_suite_jobs(suite, workspace, engine_options, data_dir, download, device, console, retrain)
     all_rows, failures = [], []
     for run in suite.runs:
         workspace.checkpoint_dir(run.name)  # a name the file system refuses stops the suite before any work
@@ -266,6 +273,85 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
             console.print(f"reusing checkpoint {run.name!r} (same settings, config hash {result.meta['config_hash']})")
         plan = _attack_plan(s)
         rows = attack_checkpoint(workspace, run.name, plan, data_dir=data_dir, download=download, device=device, console=console)
+        all_rows.extend(rows)
+        failures.extend(check_bounds(run, rows))
+    return all_rows, failures
+
+
+def run_suite_jobs(suite: Suite, workspace, options: Any, data_dir=None, download: bool = False, device: str = "auto", console=None,
+                   retrain: bool = False):
+    """The suite as a graph of jobs (robench.jobs) on the engine `options` names. Each job is
+    submitted once those it depends on are done, at most the engine's parallelism at a time; a
+    job the workspace already holds is not submitted. Then, run by run, the driver merges the
+    shards from the cell store and writes the rows (the rows of a serial run)."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from robench.errors import Interrupted
+    from robench.executors import engine
+    from robench.jobs import MARKER, Context, job_state, plan_jobs
+    from robench.workspace import atomic_write_bytes
+
+    console = console or Console(stderr=True)
+    workspace.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(workspace.root / MARKER, b"robench workspace: workers check they see this file\n")
+    runner = engine(options, workspace.root, suite.name)
+    ctx = Context(suite.name, str(workspace.root.resolve()), str(Path(data_dir).resolve()) if data_dir else None, download, device, runner.threads, retrain)
+    jobs = plan_jobs(suite, runner.workers)
+    console.print(f"{len(jobs)} jobs on {options.executor} ({runner.workers} at a time, {runner.threads} thread(s) each)")
+    pending, running, done, failed = list(jobs), {}, set(), {}
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    try:
+        with progress:
+            task = progress.add_task(f"suite {suite.name}", total=len(jobs))
+            while pending or running:
+                for job in [j for j in pending if any(d in failed for d in j.after)]:
+                    failed[job.id] = f"not run: {next(d for d in job.after if d in failed)} failed"
+                    pending.remove(job)
+                    progress.advance(task)
+                ready = [j for j in pending if all(d in done for d in j.after)]
+                for job in [j for j in ready if job_state(workspace, suite.name, j)[0] == "done"]:
+                    if job.kind != "attack":
+                        console.print(f"reusing checkpoint {job.run!r} (same settings)")
+                    done.add(job.id)
+                    pending.remove(job)
+                    ready.remove(job)
+                    progress.advance(task)
+                batch = ready[: max(0, runner.workers - len(running))]
+                if batch:
+                    running.update(zip(runner.submit(batch, ctx), batch))
+                    for job in batch:
+                        pending.remove(job)
+                if not running:
+                    continue
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in finished:
+                    job = running.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        done.add(job.id)
+                    else:
+                        failed[job.id] = str(error)
+                        console.print(f"[red]failed[/] {escape(job.id)}: {escape(str(error))}")
+                    progress.advance(task)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted: finished jobs are kept in {workspace.root}; re-run the same command to go on") from None
+    finally:
+        runner.close()
+    all_rows, failures = [], []
+    for index, run in enumerate(suite.runs):
+        broken = [failed[j.id] for j in jobs if j.id in failed and (j.index == index or (j.run == run.name and j.kind != "attack"))]
+        if broken:
+            failures.append(f"{run.name}: {broken[0]}")
+            continue
+        plan = replace(_attack_plan(run.settings), shard=(0, 0))
+        rows = attack_checkpoint(workspace, run.name, plan, data_dir=data_dir, download=download, device=device, console=console)
+        if rows is None:
+            failures.append(f"{run.name}: some of its attack shards are unfinished; re-run the suite")
+            continue
         all_rows.extend(rows)
         failures.extend(check_bounds(run, rows))
     return all_rows, failures

@@ -55,6 +55,7 @@ class Cells:
     def __init__(self, root: Path | None) -> None:
         self.root = root
         self._memory: dict[tuple[str, int], Block] = {}
+        self.owned: list[str] | None = None
 
     def key(self, label: str, settings: dict[str, Any]) -> str:
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -66,7 +67,13 @@ class Cells:
         return self.root / cell / f"block-{start:09d}.safetensors"
 
     def has(self, cell: str, start: int) -> bool:
-        """Is the block done? A stat, not a read: the loops ask this for every block."""
+        """Is the block done? A stat, not a read: the loops ask this for every block they own,
+        which `owned` (when a list) records, as the files a shard job is answerable for."""
+        if self.owned is not None and self.root is not None:
+            self.owned.append(str(self._path(cell, start)))
+        return self._exists(cell, start)
+
+    def _exists(self, cell: str, start: int) -> bool:
         if self.root is None:
             return (cell, start) in self._memory
         return self._path(cell, start).is_file()
@@ -93,7 +100,7 @@ class Cells:
         atomic_save_tensors(self._path(cell, start), tensors, metadata={"info": json.dumps(info)})
 
     def count(self, cell: str, starts: list[int]) -> int:
-        return sum(self.has(cell, s) for s in starts)
+        return sum(self._exists(cell, s) for s in starts)
 
     @contextlib.contextmanager
     def _locked(self, cell: str) -> Iterator[None]:

@@ -599,10 +599,12 @@ def attack_checkpoint(
     device: str = "auto",
     console: Console | None = None,
     fresh: bool = False,
+    owned: list[str] | None = None,
 ) -> list[dict[str, Any]] | None:
     """Attack checkpoint `name` under `plan`: rows are appended to the workspace CSV as each
     attack completes, and returned (None while other shards of `plan.shard` are unfinished).
-    Finished blocks live in WORKSPACE/cells/NAME; `fresh` discards them first."""
+    Finished blocks live in WORKSPACE/cells/NAME; `fresh` discards them first; `owned` (a list)
+    receives the block files this call's shard is answerable for."""
     console = quiet_unless_main(console or Console(stderr=True))
     torch_device = rank_device(resolve_device(device))
     loaded = load_checkpoint(workspace, name, torch_device)
@@ -623,6 +625,7 @@ def attack_checkpoint(
         source = checkpoint_target(loaded_source, probe)
     cache = lambda spec, settings: _cache_path(workspace, plan, spec, settings, data.name, len(y_all))  # noqa: E731
     cells = Cells(workspace.inside(workspace.cells / name))
+    cells.owned = owned
     if fresh:
         main_first(cells.discard, torch_device)
     append = lambda row: workspace.append_results([row])  # noqa: E731

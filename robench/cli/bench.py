@@ -24,22 +24,38 @@ def bench_run(
     data_dir: Optional[Path] = DataDirOpt,
     download: bool = DownloadOpt,
     device: str = DeviceOpt,
+    executor: str = typer.Option("local", "--executor", help="local (a process pool on this machine), ray (tasks on a Ray cluster) or slurm (jobs through submitit)."),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="Jobs at a time [default: local: the cores (1 runs here, in this process); ray: the cluster's CPUs; slurm: 64].", show_default=False),
+    gpus_per_job: float = typer.Option(0, "--gpus-per-job", help="GPUs each job asks for (ray, slurm)."),
+    cpus_per_job: Optional[int] = typer.Option(None, "--cpus-per-job", help="CPUs (torch threads) each job asks for (ray, slurm) [default: cores / --max-parallel on a local Ray cluster, else 1].", show_default=False),
+    address: Optional[str] = typer.Option(None, "--address", help="ray: join this cluster (HOST:PORT or auto) instead of starting a local one."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: the partition."),
+    account: Optional[str] = typer.Option(None, "--account", help="slurm: the account to charge."),
+    time_limit: int = typer.Option(24 * 60, "--time", help="slurm: each job's time limit in minutes (a job that hits it is requeued and resumes)."),
 ) -> None:
-    """Train what is missing, attack, print the table and check the expected bounds (exit 1 on a regression)."""
+    """Train what is missing, attack, print the table and check the expected bounds (exit 1 on a regression).
+
+    The suite runs as jobs (train, decompose, attack shards) on --executor; the workspace must
+    be on a file system every worker sees.
+    """
     from robench.bench import resolve_suite, run_suite
+    from robench.executors import EngineOptions
     from robench.report import pivot, results_frame, rich_tables, table_notes
 
+    options = EngineOptions(executor, max_parallel, gpus_per_job, cpus_per_job, address, partition, account, time_limit)
     suite = resolve_suite(file, name)
     ws = _workspace(workspace)
     for run in suite.runs:
         ws.checkpoint_dir(run.name)  # a name the file system refuses stops here, before anything runs
     err.print(f"suite [bold]{suite.name}[/]: {suite.description} ({len(suite.runs)} runs)")
-    rows, failures = run_suite(suite, ws, data_dir=_data_dir(data_dir), download=download, device=device, console=err, retrain=retrain)
+    rows, failures = run_suite(suite, ws, data_dir=_data_dir(data_dir), download=download, device=device, console=err, retrain=retrain,
+                               engine_options=options)
     # This run's rows only: the workspace may hold older rows of the same checkpoints at another
     # --n or eps, which would mix test subsets and settings the bounds below were not checked on.
-    frame = results_frame(rows, ws)
-    for table in rich_tables(pivot(frame), table_notes(frame)):
-        out.print(table)
+    if rows:
+        frame = results_frame(rows, ws)
+        for table in rich_tables(pivot(frame), table_notes(frame)):
+            out.print(table)
     if failures:
         for failure in failures:
             out.print(f"[bold red]REGRESSION[/] {escape(failure)}", soft_wrap=True)
@@ -55,3 +71,47 @@ def bench_list(file: Path = typer.Option(Path("benchmarks.toml"), "--file", help
     from robench.bench import load_suites, resolve_suite
 
     out.print(suites_table(str(file), [(name, resolve_suite(file, name)) for name in load_suites(file)]))
+
+
+@bench_app.command("status")
+@user_errors
+def bench_status(
+    name: str = typer.Argument(..., help="Suite name in benchmarks.toml."),
+    file: Path = typer.Option(Path("benchmarks.toml"), "--file", help="The suites file."),
+    shards: Optional[int] = typer.Option(None, "--shards", help="Shards per attack, as the run used (its --max-parallel) [default: this machine's cores].", show_default=False),
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """Each job of the suite: done, running, failed or pending, read from the workspace (checkpoints, cell store, job records)."""
+    from robench.bench import resolve_suite
+    from robench.cli.render import jobs_table
+    from robench.executors import cores
+    from robench.jobs import job_state, plan_jobs
+
+    suite = resolve_suite(file, name)
+    ws = _workspace(workspace)
+    jobs = plan_jobs(suite, shards or cores())
+    states = [(job, *job_state(ws, suite.name, job)) for job in jobs]
+    out.print(jobs_table(suite.name, [(job.id, ", ".join(job.after), state, detail) for job, state, detail in states]))
+
+
+@bench_app.command("plan")
+@user_errors
+def bench_plan(
+    name: str = typer.Argument(..., help="Suite name in benchmarks.toml."),
+    file: Path = typer.Option(Path("benchmarks.toml"), "--file", help="The suites file."),
+    shards: Optional[int] = typer.Option(None, "--shards", help="Shards per attack [default: this machine's cores].", show_default=False),
+    data_dir: Optional[Path] = DataDirOpt,
+    device: str = DeviceOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+) -> None:
+    """The suite's jobs and their estimated cost, from a training step and an attack pass timed on --device (or epochs already measured in the workspace)."""
+    from robench.bench import resolve_suite
+    from robench.cli.render import plan_table
+    from robench.cost import estimate
+    from robench.executors import cores
+    from robench.jobs import plan_jobs
+
+    suite = resolve_suite(file, name)
+    jobs = plan_jobs(suite, shards or cores())
+    costs, where = estimate(jobs, _workspace(workspace), _data_dir(data_dir), device, console=err)
+    out.print(plan_table(suite.name, where, [(job.id, ", ".join(job.after), seconds, basis) for job, (seconds, basis) in zip(jobs, costs)]))

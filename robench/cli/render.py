@@ -105,3 +105,37 @@ def suites_table(title: str, suites: Iterable[tuple[str, Any]]) -> Table:
     for name, suite in suites:
         table.add_row(name, str(len(suite.runs)), suite.description)
     return table
+
+
+STATE_STYLE = {"done": "green", "running": "cyan", "failed": "bold red", "pending": "yellow"}
+
+
+def jobs_table(suite: str, rows: Iterable[tuple[str, str, str, str]]) -> Table:
+    rows = list(rows)
+    counts = {state: sum(r[2] == state for r in rows) for state in STATE_STYLE}
+    caption = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    table = Table(title=f"suite {suite}: jobs", caption=caption)
+    for column in ("job", "after", "state", "detail"):
+        table.add_column(column)
+    for job, after, state, detail in rows:
+        table.add_row(job, after or "-", f"[{STATE_STYLE[state]}]{state}[/]", detail)
+    return table
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_table(suite: str, where: str, rows: Iterable[tuple[str, str, float, str]]) -> Table:
+    rows = list(rows)
+    total = sum(seconds for _, _, seconds, _ in rows)
+    table = Table(title=f"suite {suite}: {len(rows)} jobs, {total / 3600:.2f} {where}-hours in all", caption="estimates: seconds per step timed on this device; real runs also load data and checkpoints")
+    for column, justify in (("job", "left"), ("after", "left"), ("estimate", "right"), ("basis", "left")):
+        table.add_column(column, justify=justify)
+    for job, after, seconds, basis in rows:
+        table.add_row(job, after or "-", _duration(seconds), basis)
+    return table
