@@ -115,6 +115,9 @@ def test_torchrun_trains_to_single_process_accuracy_and_resumes(tmp_path):
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    # torchrun's workers live in sessions of their own: kill them by their command line too.
+    subprocess.run(["pkill", "-9", "-f", "--", f"--workspace {ws} --epochs 8"], check=False)
+    time.sleep(1)
     cut_at = json.loads(meta_path.read_text())["epochs_done"]
     assert 2 <= cut_at < 8
     resumed = torchrun(*common[:4], "8", "--lr", "0.05", "--name", "cut")
@@ -135,7 +138,7 @@ def test_torchrun_attack_rows_equal_one_process(tmp_path):
     split = torchrun(*attack, "--workspace", str(ws))
     assert split.stdout.count("results appended") == 1  # rank 0 alone prints and writes
     distributed, single = rows(ws), rows(one)
-    assert len(distributed) == len(single) == 3  # fgsm, pgd, worst-case: each once
+    assert len(distributed) == len(single) == 4  # fgsm, pgd, worst-case, verdict: each once
     pd.testing.assert_frame_equal(distributed, single)
 
 
