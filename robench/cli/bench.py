@@ -35,8 +35,8 @@ def bench_run(
 ) -> None:
     """Train what is missing, attack, print the table and check the expected bounds (exit 1 on a regression).
 
-    The suite runs as jobs (train, decompose, attack shards) on --executor; the workspace must
-    be on a file system every worker sees.
+    The suite runs as jobs (train, decompose, attack shards) on a process pool, Ray or SLURM; the
+    workspace must be on a file system every worker sees (docs/scale.md).
     """
     from robench.bench import resolve_suite, run_suite
     from robench.executors import EngineOptions
@@ -104,7 +104,7 @@ def bench_plan(
     device: str = DeviceOpt,
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
-    """The suite's jobs and their estimated cost, from a training step and an attack pass timed on --device (or epochs already measured in the workspace)."""
+    """The suite's jobs and their estimated cost, from a training step and an attack pass timed on the device (or epochs already measured in the workspace)."""
     from robench.bench import resolve_suite
     from robench.cli.render import plan_table
     from robench.cost import estimate
