@@ -303,3 +303,16 @@ def test_slurm_without_sbatch_says_where_to_run(tmp_path, cli, monkeypatch):
     toml.write_text(MINI)
     result = cli("bench", "run", "mini", "--file", toml, "--executor", "slurm")
     assert result.exit_code == 2 and "sbatch is not on PATH; run on a SLURM login node" in result.stderr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["bench", "run", "quick"], "bench run spreads its jobs with --executor; start it without torchrun"),
+    (["decompose", "--checkpoint", "x"], "decompose runs as one process; start it without torchrun"),
+])
+def test_commands_that_run_as_one_process_refuse_torchrun(cli, monkeypatch, args, fragment):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    if args[0] == "bench":
+        args = [*args, "--file", str(REPO / "benchmarks.toml")]
+    result = cli(*args)
+    assert result.exit_code == 2 and fragment in result.stderr

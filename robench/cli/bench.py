@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from robench.cli.common import DataDirOpt, DeviceOpt, DownloadOpt, WorkspaceOpt, _data_dir, _workspace, bench_app, err, out, user_errors
 from robench.cli.render import suites_table
+from robench.errors import RobenchError
 
 
 @bench_app.command("run", epilog=(
@@ -42,6 +43,10 @@ def bench_run(
     from robench.executors import EngineOptions
     from robench.report import pivot, results_frame, rich_tables, table_notes
 
+    from robench.distributed import launched
+
+    if launched():
+        raise RobenchError("bench run spreads its jobs with --executor; start it without torchrun (torchrun is for one train or attack)")
     options = EngineOptions(executor, max_parallel, gpus_per_job, cpus_per_job, address, partition, account, time_limit)
     suite = resolve_suite(file, name)
     ws = _workspace(workspace)

@@ -76,6 +76,11 @@ def decompose_checkpoint(
 ) -> DecomposeResult:
     """Decompose checkpoint `source` into a new checkpoint (`name`, default SOURCE-METHOD-rRANK);
     an existing one made with the same settings is reused (skipped=True)."""
+    from robench.distributed import launched
+
+    if launched():
+        # K processes would each decompose and write the same checkpoint.
+        raise RobenchError("decompose runs as one process; start it without torchrun (bench run --executor spreads a suite's decompositions)")
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     source_meta = workspace.read_meta(source)
