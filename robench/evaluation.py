@@ -259,7 +259,7 @@ def run_attacks(
         common = None
         for job in jobs:
             view = views[job.spec.name]
-            label = f"{job.spec.name} eps={eps_over_255(job.eps)}" if plan.bounded(job.spec) else job.spec.name
+            label = f"{job.spec.name} eps={value_range.eps_text(job.eps * value_range.width(data_range), data_range)}" if plan.bounded(job.spec) else job.spec.name
             report = lambda part: progress.update(task, description=f"{ellipsize(name)}: {label} \\[{part}]")  # noqa: E731
             cache = cache_path(job.spec, job.settings) if source is not None and cache_path is not None else None
             for start in mine:
