@@ -136,6 +136,11 @@ class SlurmEngine:
             import submitit
         except ImportError:
             raise RobenchError('--executor slurm needs submitit: pip install "robench[slurm]"') from None
+        import logging
+
+        # Without slurmdbd every status poll warns that sacct failed, though squeue and the
+        # result files still tell the state; job failures are reported by the driver anyway.
+        logging.getLogger("submitit").setLevel(logging.ERROR)
         self.threads = threads
         self.workers = options.max_parallel or 64
         self.executor = submitit.SlurmExecutor(folder=str(folder / "%j"), max_num_timeout=3)
