@@ -81,6 +81,7 @@ DEFAULT_EPS: dict[str, str] = {
     "svhn": "2/255,8/255,16/255",
     # Waveforms in [-1, 1]: Defensive Tensorization's appendix B budgets, in the data's units.
     "fsdd": "0.008,0.032,0.063",
+    "fsdd:SPEAKER": "0.008,0.032,0.063",
     "speech-commands": "0.008,0.032,0.063",
 }
 
