@@ -5,7 +5,7 @@ overhead of Ray and SLURM against the local pool, measured side by side in one r
     python benchmarks/executor_scaling.py --slurm            # and SLURM (scripts/local-slurm.sh start first)
 
 One digits checkpoint is trained first (not timed); the suite is 8 runs of it, each PGD at
-32/255 on 128 examples with its own attack seed: 8 independent one-shard attack jobs. Every
+32/255 on 512 examples with its own attack seed: 8 independent one-shard attack jobs. Every
 measurement starts from a copy of that workspace with no cells. Run it on an idle machine
 (`uptime`): two cores shared with anything else make every figure noise.
 """
@@ -30,8 +30,8 @@ epochs = 3
 seed = 0
 attacks = ["pgd"]
 eps = ["32/255"]
-n = 128
-attack_batch_size = 128
+n = 512
+attack_batch_size = 512
 verdict = false
 convergence_check = false
 """ + "".join(f"""

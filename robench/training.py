@@ -30,7 +30,6 @@ from robench.metrics import accuracy, accuracy_over_runs, resolve_device, versio
 from robench.parsing import ellipsize
 from robench.registry import defense_stack
 from robench import value_range
-from robench import value_range
 from robench.workspace import Workspace, atomic_save_tensors, committed_files, load_tensors
 
 OPTIMIZERS = ("sgd", "adam")
@@ -242,7 +241,6 @@ def train(
     main = current is None or current.main
     dataset = load_dataset(config.dataset, data_dir, download)
     value_range.check_defenses(defense_stack(config.defense, config.defense_params), dataset.value_range, dataset.name)
-    value_range.check_defenses(defense_stack(config.defense, config.defense_params), dataset.value_range, dataset.name)
     # Canonical dataset name first, so `MNIST` and `mnist` give one name and one hash.
     config.dataset = dataset.name
     name = name or config.default_name()
@@ -408,7 +406,6 @@ def _new_meta(name: str, config: TrainConfig, dataset: Dataset) -> dict[str, Any
         "num_classes": dataset.num_classes,
         "mean": list(dataset.mean),
         "std": list(dataset.std),
-        "value_range": list(dataset.value_range),
         "value_range": list(dataset.value_range),
         "normalization": "inside the model: (x - mean) / std on inputs in [0, 1]",
         "defense": config.defense,
