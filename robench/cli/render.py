@@ -30,7 +30,7 @@ def attack_table(checkpoint: str, rows: Sequence[Mapping[str, Any]]) -> Table:
     for row in rows:
         spread = (lambda m, s: f"{100 * m:.1f} ± {100 * s:.1f}") if row["runs"] > 1 else (lambda m, s: f"{100 * m:.1f}")
         # Audio budgets are plain values of the waveform's range; images keep the 0..255 scale.
-        eps_text = "-" if row["eps"] is None else value_range.eps_text(row["eps"], value_range.parse(row.get("value_range"), row["dataset"]), row["norm"])
+        eps_text = "-" if row["eps"] is None else value_range.eps_text(row["eps"], value_range.parse(row.get("value_range"), row.get("dataset")), row["norm"])
         cells = [row["attack"], eps_text, str(row["steps"] or "-"), str(row["eot"]),
                  spread(row["clean_acc"], row["clean_acc_std"]), spread(row["robust_acc"], row["robust_acc_std"])]
         if row["runs"] > 1:
