@@ -21,6 +21,7 @@ def result_row(**values):
         "train_mode_left": False, "zero_gradients": 0.0, "saturated": 0.0, "converged": None, "converged_drop": None,
         "batch_size": 256, "forward_passes": 400, "backward_passes": 200, "seconds": 1.5, "seed": 0,
         "versions": {"robench": "0.1.0", "torch": "2.x"}, "timestamp": "2026-01-01T00:00:00",
+        "value_range": [0.0, 1.0],
     }
     row.update(values)
     assert set(row) == set(RESULT_COLUMNS)
