@@ -47,7 +47,7 @@ def timed(base: Path, toml: Path, executor: str, workers: int, **extra: object) 
     from robench.executors import EngineOptions
     from robench.workspace import Workspace
 
-    root = base.parent / f"{executor}-{workers}"
+    root = base.parent / f"{executor}-{workers}-{extra.get('cpus_per_job')}"
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(base, root)
     quiet = Console(stderr=True, quiet=True)
@@ -75,10 +75,12 @@ def main() -> None:
         settings = resolve_suite(toml, "scaling").runs[0].settings
         train(_train_config(settings), Workspace(base), name="scaling", console=Console(stderr=True, quiet=True))
         (base / "jobs").mkdir(exist_ok=True)
+        single = timed(base, toml, "local", 1, cpus_per_job=1)
         one = timed(base, toml, "local", 1)
         two = timed(base, toml, "local", 2)
-        print(f"local, 1 worker:  {one:6.1f} s")
-        print(f"local, 2 workers: {two:6.1f} s   speedup {one / two:.2f}x (2 idle cores: close to 2x expected)")
+        print(f"local, 1 worker x 1 thread:   {single:6.1f} s")
+        print(f"local, 1 worker x 2 threads:  {one:6.1f} s")
+        print(f"local, 2 workers x 1 thread:  {two:6.1f} s   speedup {single / two:.2f}x over 1 x 1 (2 idle cores: close to 2x expected), {one / two:.2f}x over 1 x 2")
         if not args.no_ray:
             ray = timed(base, toml, "ray", 2)
             print(f"ray (local cluster), 2 at a time: {ray:6.1f} s   overhead {(ray - two) / 8:+.2f} s per job against local")

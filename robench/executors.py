@@ -65,9 +65,9 @@ class LocalEngine:
     """A process pool sized to the machine (spawned: a forked torch with live OpenMP threads
     can deadlock)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, threads: int | None = None) -> None:
         self.workers = workers
-        self.threads = max(1, cores() // workers)
+        self.threads = threads or max(1, cores() // workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_limit_threads, initargs=(self.threads,))
 
@@ -178,7 +178,7 @@ def _result(submitted: Any) -> Any:
 
 def engine(options: EngineOptions, workspace: Path, suite: str) -> Any:
     if options.executor == "local":
-        return LocalEngine(options.max_parallel or cores())
+        return LocalEngine(options.max_parallel or cores(), options.cpus_per_job)
     if options.cpus_per_job is not None:
         threads = options.cpus_per_job
     elif options.executor == "ray" and options.address is None:
