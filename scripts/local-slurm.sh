@@ -89,7 +89,7 @@ start() {
 stop() {
     pkill -x slurmd 2>/dev/null || true
     pkill -x slurmctld 2>/dev/null || true
-    for _ in $(seq 20); do pgrep -x 'slurmd|slurmctld' >/dev/null || break; sleep 0.5; done
+    for _ in $(seq 20); do pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break; sleep 0.5; done
     echo "local SLURM stopped"
 }
 
