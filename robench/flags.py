@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from robench import value_range
 from robench.workspace import attack_option
 
 
@@ -174,7 +175,8 @@ def _probed(df: pd.DataFrame) -> list[tuple[str, str, str]]:
             for _, row in group.iterrows():
                 if _text(row["converged"]).lower() == "false":
                     eps = _number(row.get("eps"))
-                    where = f" {round(eps * 255)}/255" if eps is not None else ""
+                    data_range = value_range.parse(row.get("value_range"), _text(row.get("dataset")) or None)
+                    where = f" {value_range.eps_text(eps, data_range, _text(row.get('norm')) or 'Linf')}" if eps is not None else ""
                     found.append((NOT_CONVERGED, ckpt, f"{ckpt}: {_text(row['attack'])}{where} drops {_pct(_number(row['converged_drop']) or 0.0)} more with 5x steps and 5 restarts"))
     return found
 

@@ -129,8 +129,8 @@ def render_html(rows: pd.DataFrame, workspace: Workspace, filters: Filters | Non
     body = [
         "<h1>robench report</h1>",
         (f'<p class="meta">{len(rows)} result rows from {e(workspace.results)}, filters: {e(chosen)}; '
-         f"written {e(generated)} by robench {e(__version__)}. Accuracy in %, eps on the 0..255 scale "
-         "in the tables and in data units in the rows below. Click a column header to sort.</p>"),
+         f"written {e(generated)} by robench {e(__version__)}. Accuracy in %, eps on the 0..255 scale for [0, 1] images "
+         "(in the data's own units for other data, e.g. audio in [-1, 1]) in the tables, and in data units in the rows below. Click a column header to sort.</p>"),
         _contents(tables),
     ]
     for dataset, frame in tables.items():
