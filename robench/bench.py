@@ -252,9 +252,9 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
     run, and return (all result rows, failed bounds). With `engine_options` (robench.executors)
     the suite runs as a graph of jobs on a process pool, Ray or SLURM; one local worker runs
     it here, in this process."""
-    from robench.executors import cores
+    from robench.executors import cores, visible_gpus
 
-    if engine_options is not None and (engine_options.executor != "local" or (engine_options.max_parallel or cores()) > 1):
+    if engine_options is not None and (engine_options.executor != "local" or (engine_options.max_parallel or visible_gpus() or cores()) > 1):
         return run_suite_jobs(suite, workspace, engine_options, data_dir, download, device, console, retrain)
     all_rows, failures = [], []
     for run in suite.runs:

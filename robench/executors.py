@@ -53,23 +53,39 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-def _limit_threads(threads: int) -> None:
+def _start_worker(threads: int, gpus: Any) -> None:
     # Workers x threads = cores: oversubscribed OpenMP threads made every timing noise here.
+    if gpus is not None:
+        # One GPU per worker, taken before CUDA starts in this process (it starts lazily).
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpus.get())
     import torch
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
 
 
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 class LocalEngine:
     """A process pool sized to the machine (spawned: a forked torch with live OpenMP threads
-    can deadlock)."""
+    can deadlock). On a GPU node: one worker per GPU by default, each worker pinned to its own
+    GPU (CUDA_VISIBLE_DEVICES), more workers than GPUs sharing them in turn."""
 
-    def __init__(self, workers: int, threads: int | None = None) -> None:
-        self.workers = workers
-        self.threads = threads or max(1, cores() // workers)
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_limit_threads, initargs=(self.threads,))
+    def __init__(self, workers: int | None, threads: int | None = None) -> None:
+        gpus = visible_gpus()
+        self.workers = workers or gpus or cores()
+        self.threads = threads or max(1, cores() // self.workers)
+        context = multiprocessing.get_context("spawn")
+        queue = None
+        if gpus:
+            queue = context.Queue()
+            for worker in range(self.workers):
+                queue.put(worker % gpus)
+        self.pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker, initargs=(self.threads, queue))
 
     def submit(self, jobs: list[Job], ctx: Context) -> list[Future]:
         return [self.pool.submit(execute, job, ctx) for job in jobs]
@@ -178,7 +194,7 @@ def _result(submitted: Any) -> Any:
 
 def engine(options: EngineOptions, workspace: Path, suite: str) -> Any:
     if options.executor == "local":
-        return LocalEngine(options.max_parallel or cores(), options.cpus_per_job)
+        return LocalEngine(options.max_parallel, options.cpus_per_job)
     if options.cpus_per_job is not None:
         threads = options.cpus_per_job
     elif options.executor == "ray" and options.address is None:

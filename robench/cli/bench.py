@@ -26,7 +26,7 @@ def bench_run(
     download: bool = DownloadOpt,
     device: str = DeviceOpt,
     executor: str = typer.Option("local", "--executor", help="local (a process pool on this machine), ray (tasks on a Ray cluster) or slurm (jobs through submitit)."),
-    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="Jobs at a time [default: local: the cores (1 runs here, in this process); ray: the cluster's CPUs; slurm: 64].", show_default=False),
+    max_parallel: Optional[int] = typer.Option(None, "--max-parallel", help="Jobs at a time [default: local: the GPUs, else the cores (1 runs here, in this process); ray: the cluster's CPUs; slurm: 64].", show_default=False),
     gpus_per_job: float = typer.Option(0, "--gpus-per-job", help="GPUs each job asks for (ray, slurm)."),
     cpus_per_job: Optional[int] = typer.Option(None, "--cpus-per-job", help="CPUs (torch threads) each job takes [default: local and a local Ray cluster: cores / --max-parallel; a joined Ray cluster, slurm: 1].", show_default=False),
     address: Optional[str] = typer.Option(None, "--address", help="ray: join this cluster (HOST:PORT or auto) instead of starting a local one."),
