@@ -274,7 +274,7 @@ def test_bare_npz_path_gets_prefix_hint():
 
 def test_dataset_catalogue():
     assert set(DATASETS) == {"digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn",
-                             "npz:PATH"}
+                             "npz:PATH", "fsdd", "fsdd:SPEAKER", "speech-commands"}
     assert all(isinstance(s, str) and s and "\n" not in s for s in DATASETS.summaries().values())
 
 
