@@ -177,7 +177,9 @@ def test_ray_two_node_cluster_rows_equal_serial(serial, tmp_path):
     toml, reference = serial
     port = free_port()
     ray_bin = str(Path(sys.executable).parent / "ray")
-    env = {"RAY_USAGE_STATS_ENABLED": "0"}
+    # Token authentication (Ray >= 2.5x, on when ~/.ray/auth_token exists) is for clusters
+    # reachable by others; this one listens on localhost for the test only.
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     temp = f"/tmp/ray-{port}"
     try:
         run([ray_bin, "start", "--head", "--port", str(port), "--num-cpus", "1", "--include-dashboard", "false", "--temp-dir", temp, "--disable-usage-stats"], env=env, timeout=180)
