@@ -252,9 +252,9 @@ def run_suite(suite: Suite, workspace, data_dir=None, download: bool = False, de
     run, and return (all result rows, failed bounds). With `engine_options` (robench.executors)
     the suite runs as a graph of jobs on a process pool, Ray or SLURM; one local worker runs
     it here, in this process."""
-    from robench.executors import cores, visible_gpus
+    from robench.executors import local_workers
 
-    if engine_options is not None and (engine_options.executor != "local" or (engine_options.max_parallel or visible_gpus() or cores()) > 1):
+    if engine_options is not None and (engine_options.executor != "local" or (engine_options.max_parallel or local_workers()) > 1):
         return run_suite_jobs(suite, workspace, engine_options, data_dir, download, device, console, retrain)
     all_rows, failures = [], []
     for run in suite.runs:
@@ -302,7 +302,7 @@ def run_suite_jobs(suite: Suite, workspace, options: Any, data_dir=None, downloa
     ctx = Context(suite.name, str(workspace.root.resolve()), str(Path(data_dir).resolve()) if data_dir else None, download, device, runner.threads, retrain)
     jobs = plan_jobs(suite, runner.workers)
     console.print(f"{len(jobs)} jobs on {options.executor} ({runner.workers} at a time, {runner.threads} thread(s) each)")
-    pending, running, done, failed = list(jobs), {}, set(), {}
+    pending, running, done, failed, checked = list(jobs), {}, set(), {}, set()
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
     try:
         with progress:
@@ -313,13 +313,17 @@ def run_suite_jobs(suite: Suite, workspace, options: Any, data_dir=None, downloa
                     pending.remove(job)
                     progress.advance(task)
                 ready = [j for j in pending if all(d in done for d in j.after)]
-                for job in [j for j in ready if job_state(workspace, suite.name, j)[0] == "done"]:
-                    if job.kind != "attack":
-                        console.print(f"reusing checkpoint {job.run!r} (same settings)")
-                    done.add(job.id)
-                    pending.remove(job)
-                    ready.remove(job)
-                    progress.advance(task)
+                # Whether the workspace already holds a job is asked once, when it becomes ready,
+                # not at every turn of this loop while it waits for a free worker.
+                for job in [j for j in ready if j.id not in checked]:
+                    checked.add(job.id)
+                    if job_state(workspace, suite.name, job)[0] == "done":
+                        if job.kind != "attack":
+                            console.print(f"reusing checkpoint {job.run!r} (same settings)")
+                        done.add(job.id)
+                        pending.remove(job)
+                        ready.remove(job)
+                        progress.advance(task)
                 batch = ready[: max(0, runner.workers - len(running))]
                 if batch:
                     running.update(zip(runner.submit(batch, ctx), batch))

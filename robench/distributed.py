@@ -93,17 +93,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def broadcast(value: T, current: Session | None) -> T:
-    """Rank 0's `value` on every rank (any picklable object)."""
-    if current is None:
-        return value
-    import torch.distributed as dist
-
-    box: list[Any] = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def split_evaluation(plan: Any, device: torch.device, run: Callable[[Any, bool], T], memory_only: bool = False) -> T:
     """Run an evaluation (`run(plan, write_rows)`) over every torchrun rank: each computes its
     shard of the blocks, then, after a barrier, every rank assembles the rows from the shared

@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,11 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def local_workers() -> int:
+    """The local pool's default size: one worker per GPU on a GPU node, else one per core."""
+    return visible_gpus() or cores()
+
+
 class LocalEngine:
     """A process pool sized to the machine (spawned: a forked torch with live OpenMP threads
     can deadlock). On a GPU node: one worker per GPU by default, each worker pinned to its own
@@ -77,7 +82,7 @@ class LocalEngine:
 
     def __init__(self, workers: int | None, threads: int | None = None) -> None:
         gpus = visible_gpus()
-        self.workers = workers or gpus or cores()
+        self.workers = workers or gpus or cores()  # local_workers(), without asking CUDA twice
         self.threads = threads or max(1, cores() // self.workers)
         context = multiprocessing.get_context("spawn")
         queue = None
@@ -114,17 +119,11 @@ class RayEngine:
         self.workers = max(1, options.max_parallel or cpus // threads)
 
     def submit(self, jobs: list[Job], ctx: Context) -> list[Future]:
-        ctx = _with_threads(ctx, self.threads)
+        ctx = replace(ctx, threads=self.threads)
         return [self.task.remote(job, ctx).future() for job in jobs]
 
     def close(self) -> None:
         self.ray.shutdown()
-
-
-def _with_threads(ctx: Context, threads: int) -> Context:
-    from dataclasses import replace
-
-    return replace(ctx, threads=threads)
 
 
 class _Resumable:
@@ -172,7 +171,7 @@ class SlurmEngine:
         self.waiters = ThreadPoolExecutor(max_workers=min(self.workers, 256))
 
     def submit(self, jobs: list[Job], ctx: Context) -> list[Future]:
-        ctx = _with_threads(ctx, self.threads)
+        ctx = replace(ctx, threads=self.threads)
         with self.executor.batch():
             submitted = [self.executor.submit(_Resumable(), job, ctx) for job in jobs]
         return [self.waiters.submit(_result, sub) for sub in submitted]

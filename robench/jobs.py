@@ -22,7 +22,7 @@ import os
 import socket
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -197,8 +197,3 @@ def _pid_alive(pid: int) -> bool:
         return True
     return True
 
-
-def as_dict(job: Job) -> dict[str, Any]:
-    body = asdict(job)
-    body.pop("settings")
-    return body

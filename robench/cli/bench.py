@@ -78,23 +78,30 @@ def bench_list(file: Path = typer.Option(Path("benchmarks.toml"), "--file", help
     out.print(suites_table(str(file), [(name, resolve_suite(file, name)) for name in load_suites(file)]))
 
 
+def _suite_jobs(file: Path, name: str, shards: Optional[int]):
+    """The suite and its jobs, each attack in as many shards as `bench run` makes by default."""
+    from robench.bench import resolve_suite
+    from robench.executors import local_workers
+    from robench.jobs import plan_jobs
+
+    suite = resolve_suite(file, name)
+    return suite, plan_jobs(suite, shards or local_workers())
+
+
 @bench_app.command("status")
 @user_errors
 def bench_status(
     name: str = typer.Argument(..., help="Suite name in benchmarks.toml."),
     file: Path = typer.Option(Path("benchmarks.toml"), "--file", help="The suites file."),
-    shards: Optional[int] = typer.Option(None, "--shards", help="Shards per attack, as the run used (its --max-parallel) [default: this machine's cores].", show_default=False),
+    shards: Optional[int] = typer.Option(None, "--shards", help="Shards per attack, as the run used (its --max-parallel) [default: bench run's: the GPUs, else the cores].", show_default=False),
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """Each job of the suite: done, running, failed or pending, read from the workspace (checkpoints, cell store, job records)."""
-    from robench.bench import resolve_suite
     from robench.cli.render import jobs_table
-    from robench.executors import cores
-    from robench.jobs import job_state, plan_jobs
+    from robench.jobs import job_state
 
-    suite = resolve_suite(file, name)
+    suite, jobs = _suite_jobs(file, name, shards)
     ws = _workspace(workspace)
-    jobs = plan_jobs(suite, shards or cores())
     states = [(job, *job_state(ws, suite.name, job)) for job in jobs]
     out.print(jobs_table(suite.name, [(job.id, ", ".join(job.after), state, detail) for job, state, detail in states]))
 
@@ -104,19 +111,15 @@ def bench_status(
 def bench_plan(
     name: str = typer.Argument(..., help="Suite name in benchmarks.toml."),
     file: Path = typer.Option(Path("benchmarks.toml"), "--file", help="The suites file."),
-    shards: Optional[int] = typer.Option(None, "--shards", help="Shards per attack [default: this machine's cores].", show_default=False),
+    shards: Optional[int] = typer.Option(None, "--shards", help="Shards per attack [default: bench run's: the GPUs, else the cores].", show_default=False),
     data_dir: Optional[Path] = DataDirOpt,
     device: str = DeviceOpt,
     workspace: Optional[Path] = WorkspaceOpt,
 ) -> None:
     """The suite's jobs and their estimated cost, from a training step and an attack pass timed on the device (or epochs already measured in the workspace)."""
-    from robench.bench import resolve_suite
     from robench.cli.render import plan_table
     from robench.cost import estimate
-    from robench.executors import cores
-    from robench.jobs import plan_jobs
 
-    suite = resolve_suite(file, name)
-    jobs = plan_jobs(suite, shards or cores())
+    suite, jobs = _suite_jobs(file, name, shards)
     costs, where = estimate(jobs, _workspace(workspace), _data_dir(data_dir), device, console=err)
     out.print(plan_table(suite.name, where, [(job.id, ", ".join(job.after), seconds, basis) for job, (seconds, basis) in zip(jobs, costs)]))

@@ -125,12 +125,7 @@ def samples_figure(grid: SampleGrid) -> Figure:
                 ax.grid(False)
                 for spine in ax.spines.values():
                     spine.set_visible(True)
-                if i == 0:
-                    ax.set_title(grid.columns[j], fontsize=9)
-                if j == 0:
-                    _label(ax, f"true {name(grid.labels[i])}, pred {name(grid.clean_pred[i])}", grid.clean_pred[i] == grid.labels[i])
-                elif j == 1:
-                    _label(ax, f"pred {name(grid.adv_pred[i])}", grid.adv_pred[i] == grid.labels[i])
+                _annotate(ax, grid, i, j, name)
         if grid.title:
             figure.suptitle(grid.title)
     return figure
@@ -154,17 +149,22 @@ def _waveforms_figure(grid: SampleGrid) -> Figure:
                 ax.set_ylim((-1.05, 1.05) if j < 2 else (-1.1 * reach, 1.1 * reach))
                 ax.set_xlim(0, len(signal))
                 ax.tick_params(labelsize=7)
-                if i == 0:
-                    ax.set_title(grid.columns[j], fontsize=9)
                 if i < grid.rows - 1:
                     ax.set_xticklabels([])
-                if j == 0:
-                    _label(ax, f"true {name(grid.labels[i])}, pred {name(grid.clean_pred[i])}", grid.clean_pred[i] == grid.labels[i])
-                elif j == 1:
-                    _label(ax, f"pred {name(grid.adv_pred[i])}", grid.adv_pred[i] == grid.labels[i])
+                _annotate(ax, grid, i, j, name)
         if grid.title:
             figure.suptitle(grid.title)
     return figure
+
+
+def _annotate(ax, grid: SampleGrid, i: int, j: int, name) -> None:
+    """The column title on the first row; true/predicted classes under the clean and adversarial columns."""
+    if i == 0:
+        ax.set_title(grid.columns[j], fontsize=9)
+    if j == 0:
+        _label(ax, f"true {name(grid.labels[i])}, pred {name(grid.clean_pred[i])}", grid.clean_pred[i] == grid.labels[i])
+    elif j == 1:
+        _label(ax, f"pred {name(grid.adv_pred[i])}", grid.adv_pred[i] == grid.labels[i])
 
 
 def _label(ax, text: str, correct: bool) -> None:
